@@ -1,0 +1,159 @@
+"""``clawops``: the one entry point (SPEC section 1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from core.config import LoadedConfig, load_config, startup_refusals
+from core.errors import ClawopsError, ConfigError
+from core.statuslog import STATUSES
+
+log = logging.getLogger("clawops")
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    return load_config(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.node import run_node
+
+    asyncio.run(run_node(_load(args)))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    config = loaded.config
+    print(f"config OK: {loaded.source}")
+    print(
+        f"  node {config.node.name} ({config.node.role}), {len(config.machines)} machine(s), "
+        f"{len(config.services)} service(s), {len(config.port_ranges)} port range(s), "
+        f"{len(config.jobs.commands)} scheduled command(s), {len(config.checkins)} check-in(s), "
+        f"{len(config.orgs)} org(s)"
+    )
+    print(f"  database: {loaded.database_url.split('@')[-1]}")
+    notes = [f"`clawops run` refuses to start here: {r}" for r in startup_refusals(config)]
+    if config.telegram_token() is None:
+        notes.append(f"{config.telegram.token_env} is not set: Telegram will be off")
+    for note in notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from core.db import Database
+
+    loaded = _load(args)
+
+    async def upgrade() -> str | None:
+        db = Database(loaded.database_url)
+        try:
+            await db.upgrade()
+            return await db.revision()
+        finally:
+            await db.close()
+
+    revision = asyncio.run(upgrade())
+    print(f"database at revision {revision}")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    config = loaded.config
+    url = args.url or f"http://{_url_host(config.sidecar.host)}:{config.sidecar.port}"
+    headers = {}
+    token = config.sidecar_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = {"jobId": args.job_id, "status": args.status, "message": args.message}
+    try:
+        response = httpx.post(f"{url}/api/log", json=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"clawops log: cannot reach the sidecar at {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        answer = response.json()
+    except json.JSONDecodeError:
+        answer = {"error": response.text.strip()[:200]}
+    if response.status_code != 201:
+        message = answer.get("error", answer) if isinstance(answer, dict) else answer
+        print(f"clawops log: {response.status_code}: {message}", file=sys.stderr)
+        return 1
+    print(answer["id"])
+    return 0
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $CLAWOPS_CONFIG, else ./clawops.toml, else built-in)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="clawops", description="ChatOps control plane for a small fleet and its claws."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the node (bot, scheduler, sidecar)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", parents=[common], help="validate the config")
+    check.set_defaults(func=cmd_check_config)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = db_sub.add_parser("upgrade", parents=[common], help="apply migrations")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    post = sub.add_parser("log", parents=[common], help="post a status entry to the sidecar")
+    post.add_argument("job_id", metavar="JOB_ID")
+    post.add_argument("status", metavar="STATUS", choices=STATUSES)
+    post.add_argument("message", metavar="MESSAGE")
+    post.add_argument("--url", help="sidecar URL (default: from the config)")
+    post.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    post.set_defaults(func=cmd_log)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("CLAWOPS_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("apscheduler", "alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"clawops: config invalid ({exc.source or 'config'}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    except ClawopsError as exc:
+        print(f"clawops: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

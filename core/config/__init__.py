@@ -1,0 +1,47 @@
+"""The clawops config: TOML validated into typed, frozen models (SPEC section 2)."""
+
+from core.config._jobs import (
+    CheckinConfig,
+    ClawsConfig,
+    CommandJob,
+    JobConfig,
+    JobsConfig,
+    MiniConfig,
+    OrgConfig,
+)
+from core.config._load import ENV_VAR, LoadedConfig, find_config, load_config, parse_config
+from core.config._models import (
+    DatabaseConfig,
+    MachineConfig,
+    NodeConfig,
+    PortRangeConfig,
+    ServiceConfig,
+    SidecarConfig,
+    TelegramConfig,
+)
+from core.config._root import Config, default_config, startup_refusals
+
+__all__ = [
+    "ENV_VAR",
+    "CheckinConfig",
+    "ClawsConfig",
+    "CommandJob",
+    "Config",
+    "DatabaseConfig",
+    "JobConfig",
+    "JobsConfig",
+    "LoadedConfig",
+    "MachineConfig",
+    "MiniConfig",
+    "NodeConfig",
+    "OrgConfig",
+    "PortRangeConfig",
+    "ServiceConfig",
+    "SidecarConfig",
+    "TelegramConfig",
+    "default_config",
+    "find_config",
+    "load_config",
+    "parse_config",
+    "startup_refusals",
+]

@@ -1,0 +1,162 @@
+"""The whole config, the embedded default, and the checks that span several tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from core.config._jobs import CheckinConfig, ClawsConfig, JobsConfig, OrgConfig
+from core.config._models import (
+    DatabaseConfig,
+    MachineConfig,
+    NodeConfig,
+    PortRangeConfig,
+    ServiceConfig,
+    SidecarConfig,
+    TelegramConfig,
+    _Model,
+)
+from core.errors import Problem, StartupRefused
+
+
+class Config(_Model):
+    node: NodeConfig = NodeConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    sidecar: SidecarConfig = SidecarConfig()
+    machines: list[MachineConfig] = []
+    services: list[ServiceConfig] = []
+    port_ranges: list[PortRangeConfig] = []
+    jobs: JobsConfig = JobsConfig()
+    checkins: list[CheckinConfig] = []
+    claws: ClawsConfig = ClawsConfig()
+    orgs: list[OrgConfig] = []
+
+    # -- derived values -------------------------------------------------------------------
+
+    def data_dir(self, base: Path | None = None) -> Path:
+        """The data directory, relative paths taken from ``base`` (the config file's folder)."""
+        path = self.node.data_dir.expanduser()
+        return path if path.is_absolute() or base is None else base / path
+
+    def database_url(self, base: Path | None = None) -> str:
+        """The SQLAlchemy URL: url_env's value, else url, else SQLite in the data dir."""
+        if self.database.url_env:
+            value = os.environ.get(self.database.url_env)
+            if not value:
+                raise StartupRefused(
+                    f"database.url_env names {self.database.url_env}, which is not set"
+                )
+            return value
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{self.data_dir(base).resolve() / 'clawops.db'}"
+
+    def sidecar_token(self) -> str | None:
+        """The sidecar's API token from its env var, or None when none is configured/set."""
+        name = self.sidecar.token_env
+        return (os.environ.get(name) or None) if name else None
+
+    def telegram_token(self) -> str | None:
+        return os.environ.get(self.telegram.token_env) or None
+
+    def local_machine(self) -> MachineConfig | None:
+        return next((m for m in self.machines if m.local), None)
+
+    def machine(self, name: str) -> MachineConfig | None:
+        return next((m for m in self.machines if m.name == name), None)
+
+
+def _this_os() -> Literal["macos", "linux", "windows"]:
+    system = platform.system()
+    if system == "Darwin":
+        return "macos"
+    return "windows" if system == "Windows" else "linux"
+
+
+def default_config() -> Config:
+    """The embedded default: SQLite in ./data, this machine as the only (local) machine."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]) or "local"
+    machine = MachineConfig(name=host, os=_this_os(), address="127.0.0.1", local=True)
+    return Config(node=NodeConfig(name=host), machines=[machine])
+
+
+def cross_check(config: Config) -> list[Problem]:
+    """Checks that relate several tables; each problem names the key it concerns."""
+    problems: list[Problem] = []
+    machines = {m.name for m in config.machines}
+    allowed = ", ".join(sorted(machines)) or "(no machines configured)"
+
+    def duplicates(kind: str, names: list[str]) -> None:
+        for name, count in Counter(names).items():
+            if count > 1:
+                problems.append(Problem(kind, f"{name!r} is defined {count} times"))
+
+    duplicates("machines", [m.name for m in config.machines])
+    duplicates("services", [f"{s.name}@{s.machine}" for s in config.services])
+    duplicates("checkins", [c.job_id for c in config.checkins])
+    duplicates("jobs.commands", [c.name for c in config.jobs.commands])
+    duplicates("orgs", [o.slug for o in config.orgs])
+    duplicates("claws.minis", [m.hostname for m in config.claws.minis])
+
+    local = [m.name for m in config.machines if m.local]
+    if len(local) > 1:
+        problems.append(Problem("machines", f"only one machine can be local; got {local}"))
+
+    def known(key: str, name: str) -> None:
+        if name not in machines:
+            problems.append(Problem(key, f"machine {name!r} is not defined; allowed: {allowed}"))
+
+    for i, svc in enumerate(config.services):
+        known(f"services[{i}] ({svc.name}).machine", svc.machine)
+    for i, rng in enumerate(config.port_ranges):
+        known(f"port_ranges[{i}] ({rng.project}).machine", rng.machine)
+    for i, cmd in enumerate(config.jobs.commands):
+        known(f"jobs.commands[{i}] ({cmd.name}).machine", cmd.machine)
+    for i, task in enumerate(config.jobs.system_cleanup.tasks):
+        known(f"jobs.system_cleanup.tasks[{i}].machine", task.machine)
+
+    # Two services on one machine cannot both listen on one port.
+    owners: dict[tuple[str, int], str] = {}
+    for i, svc in enumerate(config.services):
+        if svc.port is None:
+            continue
+        other = owners.setdefault((svc.machine, svc.port), svc.name)
+        if other != svc.name:
+            problems.append(
+                Problem(
+                    f"services[{i}] ({svc.name}).port",
+                    f"port {svc.port} on {svc.machine} is already the port of {other!r}",
+                )
+            )
+
+    if config.node.role == "standby" and config.jobs.failover.enabled is False:
+        problems.append(
+            Problem("jobs.failover.enabled", "a standby node needs the failover watchdog")
+        )
+    if not config.sidecar.is_loopback and not config.sidecar.token_env:
+        problems.append(
+            Problem(
+                "sidecar.token_env",
+                f"the sidecar binds {config.sidecar.host!r}, which is not loopback; "
+                "set token_env to the env var holding its API token (or bind 127.0.0.1)",
+            )
+        )
+    return problems
+
+
+def startup_refusals(config: Config) -> list[str]:
+    """Why ``clawops run`` must not start with this config in this environment (empty: fine)."""
+    reasons = []
+    if not config.sidecar.is_loopback and config.sidecar_token() is None:
+        env = config.sidecar.token_env or "sidecar.token_env"
+        reasons.append(
+            f"the sidecar would listen on {config.sidecar.host}:{config.sidecar.port} "
+            f"with no API token: set {env} (or bind 127.0.0.1)"
+        )
+    return reasons

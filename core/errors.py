@@ -1,0 +1,67 @@
+"""The clawops error hierarchy.
+
+Every error that crosses a package boundary is one of these. Foreign exceptions (pydantic,
+SQLAlchemy, aiohttp, asyncssh, botocore, ...) are translated at the boundary into the most
+specific class we have, so callers never catch a library's exception type::
+
+    ClawopsError
+    ├── ConfigError            the config file is missing, unreadable or invalid (.problems)
+    ├── StartupRefused         the node will not start in this configuration (e.g. an open
+    │                          sidecar without a token)
+    ├── StorageError           the database could not be reached or a write failed
+    ├── InputError             a request, command or argument is malformed; nothing was changed
+    └── RemoteError            a remote system (sidecar, SSH host, agent) failed or refused
+        └── Unreachable        ... could not be reached at all
+
+Messages are written to be read on a phone screen: short, specific, no stack traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ClawopsError(Exception):
+    """Base class of every clawops error."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (a dotted TOML key), what, and what is allowed."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(ClawopsError):
+    """The config is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+
+
+class StartupRefused(ClawopsError):
+    """The node refuses to start in this configuration; the message says why and what to do."""
+
+
+class StorageError(ClawopsError):
+    """The database could not be reached, or a write did not complete."""
+
+
+class InputError(ClawopsError):
+    """Malformed input (a request body, a command argument); nothing was changed."""
+
+
+class RemoteError(ClawopsError):
+    """A remote system answered with a failure."""
+
+
+class Unreachable(RemoteError):
+    """A remote system could not be reached at all (refused, timed out, no route)."""

@@ -1,0 +1,133 @@
+"""The database schema (SQLAlchemy Core tables); alembic migrations create it on each backend.
+
+Times are stored as timezone-aware UTC everywhere (SQLite keeps them as ISO text, so ``UtcDateTime``
+puts the zone back on read). Ids are 64-bit on PostgreSQL and SQLite's rowid on SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+status_log = Table(
+    "status_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("node", String(128), nullable=False, server_default=""),
+    Index("ix_status_log_job_id_id", "job_id", "id"),
+    Index("ix_status_log_created_at", "created_at"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job", String(128), nullable=False),
+    Column("node", String(128), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
+    # running | ok | warning | failed | skipped
+    Column("outcome", String(16), nullable=False),
+    Column("summary", Text, nullable=False, server_default=""),
+    Index("ix_job_runs_job_started_at", "job", "started_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("node", String(128), nullable=False, server_default=""),
+    Column("user_id", BigInteger, nullable=True),
+    Column("username", String(128), nullable=True),
+    Column("chat_id", BigInteger, nullable=True),
+    Column("command", String(64), nullable=False),
+    Column("args", Text, nullable=False, server_default=""),
+    # ok | error | denied | ignored | cancelled | expired | confirming
+    Column("outcome", String(16), nullable=False),
+    Column("duration_ms", Integer, nullable=False, server_default="0"),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("ix_audit_log_at", "at"),
+)
+
+# One row per alert key: its current state (the state machine of SPEC 4).
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),  # up | down
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("successes", Integer, nullable=False, server_default="0"),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("last_message", Text, nullable=False, server_default=""),
+)
+
+# Every transition of a key is a row; notifications are sent from these rows, never inline.
+alert_flips = Table(
+    "alert_flips",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False),
+    Column("old_state", String(16), nullable=False),
+    Column("new_state", String(16), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("notified_at", UtcDateTime, nullable=True),
+    Index("ix_alert_flips_key_at", "key", "at"),
+    Index("ix_alert_flips_notified_at", "notified_at"),
+)

@@ -1,0 +1,149 @@
+"""The sidecar: the node's HTTP surface (status API, health, metrics; later the claw proxy).
+
+The app is built by ``create_app``; state lives on the app under typed ``AppKey``s; ``Sidecar``
+starts it by hand (AppRunner/TCPSite) so it shares the event loop with the bot and scheduler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from core.metrics import Registry
+from core.statuslog import Entry, StatusLog
+
+log = logging.getLogger(__name__)
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+EntryHook = Callable[[Entry], Awaitable[None]]
+
+
+async def _no_status() -> dict[str, Any]:
+    return {}
+
+
+@dataclass
+class SidecarState:
+    """What the routes need; the node fills it in."""
+
+    statuslog: StatusLog
+    node: str
+    token: str | None = None
+    max_body: int = 64 * 1024
+    status: StatusProvider = _no_status
+    # Called after an entry is stored (alerts, check-ins); a failing hook is logged, not fatal.
+    on_entry: list[EntryHook] = field(default_factory=list)
+    metrics: Registry = field(default_factory=Registry)
+
+
+STATE = web.AppKey("state", SidecarState)
+# Routes open without a token: what a peer's watchdog and a load balancer probe.
+PUBLIC_ROUTES = frozenset({"/healthz"})
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 4xx (404, 405, 413) become JSON ``{"error": ...}`` like ours."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        if exc.status == 413:
+            reason = f"request body is larger than {request.app[STATE].max_body} bytes"
+        return json_error(exc.status, reason or "error")
+
+
+@web.middleware
+async def _bearer_token(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    token = request.app[STATE].token
+    if token is None or request.path in PUBLIC_ROUTES:
+        return await handler(request)
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        return json_error(401, "missing bearer token (Authorization: Bearer TOKEN)")
+    if not hmac.compare_digest(value.strip().encode(), token.encode()):
+        return json_error(401, "wrong bearer token")
+    return await handler(request)
+
+
+@web.middleware
+async def _count_requests(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        labels = {"route": name, "method": request.method, "status": str(status)}
+        state.metrics.counter(
+            "clawops_http_requests_total", "HTTP requests answered by the sidecar"
+        ).inc(**labels)
+        state.metrics.counter(
+            "clawops_http_request_seconds_total", "Time spent answering HTTP requests"
+        ).inc(time.perf_counter() - started, route=name)
+
+
+def create_app(state: SidecarState) -> web.Application:
+    from proxy import status_api
+
+    app = web.Application(
+        client_max_size=state.max_body,
+        middlewares=[_count_requests, _errors_as_json, _bearer_token],
+    )
+    app[STATE] = state
+    status_api.setup_routes(app)
+    return app
+
+
+class Sidecar:
+    """Runs an app on host:port inside the current event loop."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
