@@ -119,6 +119,10 @@ class SSHExecutor:
         self.default_timeout = self.connect_timeout * 3
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        self._known_hosts = (
+            str(Path(self.ssh.known_hosts).expanduser()) if self.ssh.known_hosts else None
+        )
+        self._key = str(Path(self.ssh.key).expanduser()) if self.ssh.key else None
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         async with self._lock:
@@ -133,14 +137,14 @@ class SSHExecutor:
         options: dict[str, Any] = {
             "port": ssh.port,
             "connect_timeout": self.connect_timeout,
-            "known_hosts": str(Path(ssh.known_hosts).expanduser()) if ssh.known_hosts else (),
         }
-        if ssh.known_hosts is None:
-            options.pop("known_hosts")  # asyncssh's default: ~/.ssh/known_hosts, checked
+        # No known_hosts given: asyncssh's default, ~/.ssh/known_hosts, checked all the same.
+        if self._known_hosts is not None:
+            options["known_hosts"] = self._known_hosts
         if ssh.user:
             options["username"] = ssh.user
-        if ssh.key:
-            options["client_keys"] = [str(Path(ssh.key).expanduser())]
+        if self._key is not None:
+            options["client_keys"] = [self._key]
         try:
             if self.machine.socks_proxy:
                 # The port stays in the options: known_hosts entries are looked up by it.

@@ -28,10 +28,10 @@ class Socks5Server:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            version, count = await reader.readexactly(2)
+            _version, count = await reader.readexactly(2)
             await reader.readexactly(count)
             writer.write(b"\x05\x00")
-            _, command, _, kind = await reader.readexactly(4)
+            _, _command, _, kind = await reader.readexactly(4)
             if kind == 1:
                 host = str(ipaddress.IPv4Address(await reader.readexactly(4)))
             elif kind == 4:
