@@ -69,6 +69,9 @@ class TelegramConfig(_Model):
     alert_chat: int | None = None
     confirm_timeout: Duration = timedelta(seconds=60)
     warning_repeats: Annotated[int, Field(ge=1)] = 3
+    # With no token, the bot is served by the built-in local Bot API on 127.0.0.1:local_api_port
+    # (what `clawops chat` talks to).
+    local_api_port: Port = 9011
 
     @property
     def alert_chat_id(self) -> int | None:
@@ -184,6 +187,10 @@ class ServiceConfig(_Model):
     port: Port | None = None
     health: HealthCheck | None = None
     auto_restart: bool = False
+    # Where /logs reads from for managers without a log command of their own (launchd, windows,
+    # process); PM2 and systemd have theirs.
+    log_path: str | None = None
+    sudo: bool = False  # prefix management commands with `sudo -n` (LaunchDaemons, systemd)
     description: str = ""
 
     @property
