@@ -1,0 +1,58 @@
+"""The fleet: machines and services from the config, with one executor per machine."""
+
+from __future__ import annotations
+
+from core.config import Config, MachineConfig, ServiceConfig
+from core.errors import InputError
+from core.executors import Executor, executor_for
+from core.services import ServiceManager, check_name, manager_for
+
+
+class Fleet:
+    def __init__(self, config: Config, executors: dict[str, Executor] | None = None) -> None:
+        self.config = config
+        self.executors: dict[str, Executor] = executors or {
+            m.name: executor_for(m) for m in config.machines
+        }
+
+    async def close(self) -> None:
+        for executor in self.executors.values():
+            await executor.close()
+
+    @property
+    def machines(self) -> list[MachineConfig]:
+        return list(self.config.machines)
+
+    def machine(self, name: str) -> MachineConfig:
+        check_name(name, "machine name")
+        found = self.config.machine(name)
+        if found is None:
+            known = ", ".join(m.name for m in self.config.machines)
+            raise InputError(f"no machine {name!r}; known: {known}")
+        return found
+
+    def executor(self, machine: str) -> Executor:
+        return self.executors[self.machine(machine).name]
+
+    def service(self, name: str, machine: str | None = None) -> ServiceConfig:
+        """The service called ``name`` (on ``machine`` when several machines have one)."""
+        check_name(name)
+        if machine is not None:
+            self.machine(machine)
+        matches = [
+            s for s in self.config.services
+            if s.name == name and (machine is None or s.machine == machine)
+        ]  # fmt: skip
+        if not matches:
+            where = f" on {machine}" if machine else ""
+            raise InputError(f"no service {name!r}{where}")
+        if len(matches) > 1:
+            machines = ", ".join(s.machine for s in matches)
+            raise InputError(f"{name!r} runs on {machines}: say which machine")
+        return matches[0]
+
+    def services_on(self, machine: str) -> list[ServiceConfig]:
+        return [s for s in self.config.services if s.machine == machine]
+
+    def manager(self, service: ServiceConfig) -> ServiceManager:
+        return manager_for(service, self.executors[service.machine])

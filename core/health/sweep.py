@@ -1,0 +1,127 @@
+"""A sweep: every machine's metrics and every service's check and state, all concurrently.
+
+Machines are swept in parallel and each machine's services in parallel after its metrics, with
+one bound on concurrent checks, so a sweep takes about as long as its slowest machine, not the sum
+of all checks. A machine that cannot be reached is reported once, and its services are marked
+skipped rather than failed one by one (the parent suppresses its children).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+
+from core.config import MachineConfig, ServiceConfig
+from core.errors import ClawopsError
+from core.fleet import Fleet
+from core.health.checks import CheckResult, run_check
+from core.health.metrics import MachineMetrics, metrics_command, parse_metrics
+from core.services import ServiceStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MachineReport:
+    name: str
+    reachable: bool
+    metrics: MachineMetrics | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    service: str
+    machine: str
+    check: CheckResult | None = None
+    status: ServiceStatus | None = None
+    error: str = ""
+    skipped: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        if self.skipped or self.error:
+            return False
+        if self.check is not None and not self.check.ok:
+            return False
+        return self.status is None or self.status.state in ("running", "unknown")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    machines: list[MachineReport]
+    services: list[ServiceReport]
+    seconds: float
+
+    @property
+    def unhealthy(self) -> list[ServiceReport]:
+        return [s for s in self.services if not s.healthy and not s.skipped]
+
+
+async def sweep(
+    fleet: Fleet, machines: list[str] | None = None, *, concurrency: int = 8,
+    with_status: bool = True,
+) -> SweepReport:  # fmt: skip
+    started = time.monotonic()
+    limit = asyncio.Semaphore(concurrency)
+    chosen = [fleet.machine(name) for name in machines] if machines else fleet.machines
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+
+        async def bounded(work: Awaitable[T]) -> T:
+            async with limit:
+                return await work
+
+        async def one_machine(machine: MachineConfig) -> tuple[MachineReport, list[ServiceReport]]:
+            report = await bounded(machine_metrics(fleet, machine))
+            services = fleet.services_on(machine.name)
+            if not report.reachable:
+                down = f"{machine.name} unreachable"
+                return report, [
+                    ServiceReport(s.name, s.machine, skipped=True, error=down) for s in services
+                ]
+            checked = await asyncio.gather(
+                *(bounded(check_service(fleet, s, client, with_status)) for s in services)
+            )
+            return report, list(checked)
+
+        results = await asyncio.gather(*(one_machine(m) for m in chosen))
+    return SweepReport(
+        machines=[r for r, _ in results],
+        services=[s for _, services in results for s in services],
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+async def machine_metrics(fleet: Fleet, machine: MachineConfig) -> MachineReport:
+    executor = fleet.executors[machine.name]
+    try:
+        result = await executor.run(metrics_command(machine.os))
+    except ClawopsError as exc:
+        return MachineReport(machine.name, False, error=str(exc))
+    if result.timed_out:
+        return MachineReport(machine.name, False, error="metrics command timed out")
+    try:
+        return MachineReport(machine.name, True, parse_metrics(machine.os, result.stdout))
+    except ClawopsError as exc:
+        return MachineReport(machine.name, True, error=str(exc))
+
+
+async def check_service(
+    fleet: Fleet, service: ServiceConfig, client: httpx.AsyncClient, with_status: bool
+) -> ServiceReport:
+    machine = fleet.machine(service.machine)
+    executor = fleet.executors[machine.name]
+    check = await run_check(service, machine, executor, client)
+    status = None
+    error = ""
+    if with_status:
+        try:
+            status = await fleet.manager(service).status()
+        except ClawopsError as exc:
+            error = str(exc)
+    return ServiceReport(service.name, service.machine, check, status, error)
