@@ -226,6 +226,9 @@ class PortRangeConfig(_Model):
     machine: Name
     range: PortSpan
     default_port: Annotated[list[Port], BeforeValidator(_as_list)] = []
+    # Process names that belong to the project (e.g. ["node"]); a listener in the range with
+    # another name is a conflict. Empty: any process may use the range.
+    processes: list[str] = []
     description: str = ""
 
     @model_validator(mode="after")
