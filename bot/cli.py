@@ -93,6 +93,17 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from bot.chat import run_chat
+    from bot.node import LOCAL_OPERATOR
+
+    config = _load(args).config
+    url = args.url or f"http://127.0.0.1:{config.telegram.local_api_port}"
+    user = args.user if args.user is not None else LOCAL_OPERATOR
+    chat = args.chat if args.chat is not None else user
+    return run_chat(url, user, chat, args.username, args.command)
+
+
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"
@@ -129,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--url", help="sidecar URL (default: from the config)")
     post.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     post.set_defaults(func=cmd_log)
+
+    chat = sub.add_parser("chat", parents=[common], help="talk to the bot from this terminal")
+    chat.add_argument("-c", dest="command", metavar="TEXT", help="send one message and exit")
+    chat.add_argument("--user", type=int, help="user id to speak as (default: local operator)")
+    chat.add_argument("--chat", type=int, help="chat id (default: the user's private chat)")
+    chat.add_argument("--username", default="operator", help="username to speak as")
+    chat.add_argument("--url", help="local Bot API URL (default: from the config)")
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 

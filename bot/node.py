@@ -9,16 +9,27 @@ from typing import Any
 
 from alembic.script import ScriptDirectory
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import select
 
+from bot.builtin import BUILTIN
+from bot.commands import Registry
+from bot.fleet_commands import FLEET_COMMANDS
+from bot.notify import Notifier
+from bot.telegram import TelegramBot
+from core.alerts import Alerts
+from core.audit import AuditLog
 from core.config import LoadedConfig, startup_refusals
 from core.db import Database, alembic_config
 from core.errors import StartupRefused
-from core.statuslog import StatusLog
-from core.tables import alert_states
+from core.fleet import Fleet
+from core.localtelegram import LocalTelegram
+from core.statuslog import Entry, StatusLog
 from proxy.sidecar import Sidecar, SidecarState, create_app
 
 log = logging.getLogger("clawops.node")
+# In local mode (no token) the local Bot API's operator, user 1 in its private chat, is an admin:
+# only processes on this machine can reach that server.
+LOCAL_OPERATOR = 1
+LOCAL_TOKEN = "7000000001:clawops-local"
 
 
 def head_revision() -> str | None:
@@ -34,6 +45,15 @@ class Node:
         self.name = self.config.node.name
         self.db = Database(loaded.database_url)
         self.statuslog = StatusLog(self.db, self.name)
+        self.audit = AuditLog(self.db, self.name)
+        self.alerts = Alerts(self.db, warning_repeats=self.config.telegram.warning_repeats)
+        self.notifier: Notifier | None = None
+        self.registry = Registry()
+        self.registry.extend(BUILTIN)
+        self.registry.extend(FLEET_COMMANDS)
+        self.fleet = Fleet(self.config)
+        self.bot: TelegramBot | None = None
+        self.local_api: LocalTelegram | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.sidecar_state = SidecarState(
             statuslog=self.statuslog,
@@ -41,6 +61,7 @@ class Node:
             token=self.config.sidecar_token(),
             max_body=self.config.sidecar.max_body,
             status=self.status_summary,
+            on_entry=[self._observe_entry],
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port
@@ -70,10 +91,54 @@ class Node:
         self.scheduler.start()
         self._started.append("scheduler")
         log.info("scheduler: started, %d job(s)", len(self.scheduler.get_jobs()))
-        if self.config.telegram_token() is None:
-            log.info("telegram: off (%s is not set)", self.config.telegram.token_env)
-        else:
-            log.info("telegram: token set; the bot arrives with its own issue, not started")
+        await self._start_bot()
+
+    async def _start_bot(self) -> None:
+        settings = self.config.telegram
+        token = self.config.telegram_token()
+        if token is None:
+            self.local_api = LocalTelegram("127.0.0.1", settings.local_api_port)
+            try:
+                await self.local_api.start()
+            except OSError as exc:
+                raise StartupRefused(
+                    f"the local Bot API cannot listen on 127.0.0.1:{settings.local_api_port}: "
+                    f"{exc.strerror or exc} (set telegram.local_api_port)"
+                ) from exc
+            self._started.append("local_api")
+            self.bot = TelegramBot(
+                self, self.registry, LOCAL_TOKEN, self.local_api.base_url,
+                extra_admins=(LOCAL_OPERATOR,),
+            )  # fmt: skip
+            await self.bot.start(poll=True)
+            self._started.append("bot")
+            self._start_notifier(settings.alert_chat_id or LOCAL_OPERATOR)
+            log.info(
+                "telegram: off (%s is not set); the bot answers on the local Bot API at %s "
+                "(try `clawops chat`)", settings.token_env, self.local_api.url,
+            )  # fmt: skip
+            return
+        self.bot = TelegramBot(self, self.registry, token, settings.api_base_url)
+        poll = self.config.node.role == "primary"
+        await self.bot.start(poll=poll)
+        self._started.append("bot")
+        self._start_notifier(settings.alert_chat_id)
+        log.info(
+            "telegram: bot via %s, %s", settings.api_base_url.split("/bot")[0],
+            "polling" if poll else "not polling (standby)",
+        )  # fmt: skip
+
+    def _start_notifier(self, chat_id: int | None) -> None:
+        if chat_id is None:
+            log.warning("alerts: no alert chat (set telegram.alert_chat or allowed_chats)")
+        self.notifier = Notifier(self.alerts, lambda: self.bot, chat_id)
+        self.notifier.start()
+
+    async def _observe_entry(self, entry: Entry) -> None:
+        """A status-log entry is an observation of its job's alert key."""
+        flip = await self.alerts.observe(f"job:{entry.job_id}", entry.status, entry.message)
+        if flip is not None and self.notifier is not None:
+            self.notifier.wake()
 
     async def _open_database(self) -> None:
         head = head_revision()
@@ -90,25 +155,38 @@ class Node:
 
     async def stop(self) -> None:
         """Stop in reverse order: no new requests, flush the log, then close the database."""
+        if self.notifier is not None:
+            await self.notifier.stop()
+        if self.bot is not None and "bot" in self._started:
+            await self.bot.stop()
+        if self.local_api is not None and "local_api" in self._started:
+            await self.local_api.stop()
         if "scheduler" in self._started:
             self.scheduler.shutdown(wait=False)
         if "sidecar" in self._started:
             await self.sidecar.stop()
         if "statuslog" in self._started:
             await self.statuslog.stop()
+        await self.fleet.close()
         await self.db.close()
         self._started.clear()
         log.info("stopped")
 
+    @property
+    def telegram_state(self) -> str:
+        if self.bot is None:
+            return "off"
+        where = "local Bot API" if self.local_api is not None else "Telegram"
+        return f"{where}, {'polling' if self.bot.polling else 'not polling'}"
+
     async def status_summary(self) -> dict[str, Any]:
         """What GET /api/status answers (and /status shows)."""
-        async with self.db.connect() as conn:
-            down = (
-                await conn.execute(select(alert_states).where(alert_states.c.state == "down"))
-            ).all()
+        down = await self.alerts.open_alerts()
         latest = await self.statuslog.latest_per_job()
         return {
             "role": self.config.node.role,
+            "telegram": self.telegram_state,
+            "sidecar": self.sidecar.url,
             "machines": [
                 {"name": m.name, "os": m.os, "address": m.address, "local": m.local}
                 for m in self.config.machines

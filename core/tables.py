@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 metadata = MetaData(
@@ -128,6 +130,22 @@ alert_flips = Table(
     Column("at", UtcDateTime, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("notified_at", UtcDateTime, nullable=True),
+    # Recorded but not sent (the key was muted): the flip is kept, the notification is not.
+    Column("suppressed", Boolean, nullable=False, server_default=false()),
     Index("ix_alert_flips_key_at", "key", "at"),
     Index("ix_alert_flips_notified_at", "notified_at"),
+)
+
+# Maintenance windows and /mute: a mute silences one key (or every key when key is NULL) until
+# ``until``, or until /unmute sets ``ended_at``.
+mutes = Table(
+    "mutes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=True),
+    Column("until", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", BigInteger, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Index("ix_mutes_until", "until"),
 )

@@ -1,0 +1,100 @@
+"""The commands every node has: /start, /help, /status (the fleet commands plug in beside)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.commands import Command, Context, Reply, UsageError
+from bot.format import esc
+from core.durations import format_duration, parse_duration
+from core.tables import utcnow
+
+STATUS_ICON = {"ok": "✅", "warning": "⚠️", "critical": "🔴"}
+
+
+def ago(when: datetime) -> str:
+    seconds = int((utcnow() - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"
+
+
+async def help_command(ctx: Context) -> Reply:
+    registry = ctx.node.registry
+    lines = ["<b>clawops</b>: what I can do here"]
+    for command in registry.for_role(ctx.inv.role):
+        usage = f" {esc(command.usage)}" if command.usage else ""
+        mark = " 🔐" if command.mutates else ""
+        lines.append(f"/{command.name}{usage} — {esc(command.help)}{mark}")
+    if ctx.inv.role == "admin":
+        lines.append("🔐 asks for confirmation first.")
+    return Reply("\n".join(lines))
+
+
+async def status_command(ctx: Context) -> Reply:
+    node = ctx.node
+    summary = await node.status_summary()
+    lines = [f"<b>{esc(node.name)}</b> · {esc(summary['role'])}"]
+    lines.append(f"Telegram: {esc(summary['telegram'])} · sidecar {esc(summary['sidecar'])}")
+    machines = summary["machines"]
+    if machines:
+        names = ", ".join(esc(m["name"]) + (" (local)" if m["local"] else "") for m in machines)
+        lines.append(f"Machines: {names}")
+    services = summary["services"]
+    if services:
+        lines.append(f"Services: {len(services)} configured")
+    alerts = summary["alerts"]
+    lines.append("")
+    if alerts:
+        lines.append(f"<b>Open alerts ({len(alerts)})</b>")
+        lines += [f"🔴 {esc(a['key'])}: {esc(a['message'][:120])}" for a in alerts[:10]]
+    else:
+        lines.append("No open alerts.")
+    reports = summary["last_reports"]
+    if reports:
+        lines.append("")
+        lines.append("<b>Last reports</b>")
+        for entry in reports[:20]:
+            when = datetime.fromisoformat(entry["createdAt"])
+            icon = STATUS_ICON.get(entry["status"], "•")
+            lines.append(
+                f"{icon} {esc(entry['jobId'])} · {ago(when)} · {esc(entry['message'][:80])}"
+            )
+    return Reply("\n".join(lines))
+
+
+async def mute_command(ctx: Context) -> Reply:
+    args = ctx.inv.args
+    if not 1 <= len(args) <= 2:
+        raise UsageError("give a duration, and optionally an alert key")
+    try:
+        duration = parse_duration(args[0])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    key = args[1] if len(args) == 2 else None
+    until = utcnow() + duration
+    await ctx.node.alerts.mute(until, key=key, by=ctx.inv.user_id)
+    what = f"alerts for <b>{esc(key)}</b>" if key else "all alerts"
+    return Reply(f"🔕 Muted {what} for {format_duration(duration)} (until {until:%H:%M} UTC).")
+
+
+async def unmute_command(ctx: Context) -> Reply:
+    key = ctx.inv.args[0] if ctx.inv.args else None
+    ended = await ctx.node.alerts.unmute(key)
+    if not ended:
+        return Reply("Nothing was muted.")
+    return Reply(f"🔔 Unmuted ({ended} mute{'s' if ended != 1 else ''} ended).")
+
+
+BUILTIN = [
+    Command("start", "What this bot is and what it can do", help_command),
+    Command("help", "The command list", help_command),
+    Command("status", "Node, alerts and the last report of every job", status_command),
+    Command(
+        "mute", "Silence alerts for a maintenance window", mute_command,
+        role="admin", mutates=True, usage="DURATION [key]",
+    ),
+    Command("unmute", "End mutes (all, or one key's)", unmute_command, role="admin",
+            usage="[key]"),
+]  # fmt: skip

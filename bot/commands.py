@@ -1,0 +1,98 @@
+"""The command layer: a command is one small declaration; everything around it happens once.
+
+A command declares its name, help, the role it needs, whether it mutates, and an async handler
+that returns a ``Reply``. Parsing, permissions, confirmation, audit, formatting and errors are
+done by ``bot.telegram`` for every command alike, so a handler only does its own work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from bot.node import Node
+
+Role = Literal["viewer", "admin"]
+ROLE_RANK: dict[str, int] = {"viewer": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers: HTML text (user-supplied parts escaped with ``bot.format.esc``)."""
+
+    text: str
+    # A long plain-text body sent as a file instead of inline (logs, say): (filename, content).
+    document: tuple[str, bytes] | None = None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who asked for what, where."""
+
+    command: str
+    args: tuple[str, ...]
+    user_id: int
+    username: str | None
+    chat_id: int
+    chat_type: str
+    role: Role
+
+    @property
+    def args_text(self) -> str:
+        return " ".join(self.args)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler gets: the invocation and the node it runs on."""
+
+    inv: Invocation
+    node: Node
+
+
+Handler = Callable[[Context], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    handler: Handler
+    role: Role = "viewer"
+    mutates: bool = False
+    usage: str = ""
+    private_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mutates and self.role != "admin":
+            raise ValueError(f"/{self.name} mutates, so it must be admin-only")
+        if not self.name.isidentifier() or self.name.lower() != self.name:
+            raise ValueError(f"command name {self.name!r} must be lower-case letters and _")
+
+
+@dataclass
+class Registry:
+    commands: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, command: Command) -> Command:
+        if command.name in self.commands:
+            raise ValueError(f"/{command.name} is registered twice")
+        self.commands[command.name] = command
+        return command
+
+    def extend(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            self.add(command)
+
+    def get(self, name: str) -> Command | None:
+        return self.commands.get(name)
+
+    def for_role(self, role: Role) -> list[Command]:
+        rank = ROLE_RANK[role]
+        return [c for c in self.commands.values() if ROLE_RANK[c.role] <= rank]
+
+
+class UsageError(Exception):
+    """A handler's arguments are wrong; the message is shown with the command's usage."""

@@ -1,0 +1,110 @@
+"""Sends alert flips to the alert chat: from stored rows, retried until Telegram takes them.
+
+A flip is marked notified only after Telegram accepted the message, so a network error, a 429 or
+a 5xx — or Telegram being off on this node — only delays it: it is sent when Telegram answers
+again. Network errors back off exponentially (1 s to 60 s); a 429 waits its ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from core.alerts import Alerts, Flip
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+
+from bot.format import esc
+from core.errors import StorageError
+
+if TYPE_CHECKING:
+    from bot.telegram import TelegramBot
+
+log = logging.getLogger("clawops.alerts")
+MAX_BACKOFF = 60.0
+
+
+def flip_text(flip: Flip) -> str:
+    if flip.new_state == "down":
+        return f"🔴 <b>{esc(flip.key)}</b> is down\n{esc(flip.reason)}"
+    return f"✅ <b>{esc(flip.key)}</b> recovered\n{esc(flip.reason)}"
+
+
+class Notifier:
+    def __init__(
+        self,
+        alerts: Alerts,
+        bot: Callable[[], TelegramBot | None],
+        chat_id: int | None,
+        *,
+        interval: float = 5.0,
+    ) -> None:
+        self.alerts = alerts
+        self.bot = bot
+        self.chat_id = chat_id
+        self.interval = interval
+        self.sent = 0
+        self._failures = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Something new may be pending (a flip was just stored)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alert-notifier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                delay = await self.flush()
+            except StorageError as exc:
+                log.warning("alerts: cannot read pending flips: %s", exc)
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+
+    async def flush(self) -> float:
+        """Send what is pending; the delay before the next try (0 when all went out)."""
+        bot = self.bot()
+        if bot is None or not bot.polling or self.chat_id is None:
+            return 0.0  # Telegram is off here: the flips wait in the database
+        for flip in await self.alerts.pending():
+            try:
+                await bot.send_alert(self.chat_id, flip_text(flip))
+            except RetryAfter as exc:
+                retry = exc.retry_after
+                seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
+                log.info("alerts: Telegram asks to wait %s s", seconds)
+                return float(seconds)
+            except BadRequest as exc:
+                # Permanent for this text (it will never parse): send it plain, once.
+                log.warning("alerts: flip %d refused (%s); sending as plain text", flip.id, exc)
+                try:
+                    await bot.app.bot.send_message(self.chat_id, f"{flip.key}: {flip.new_state}")
+                except TelegramError:
+                    return 1.0
+            except (NetworkError, TelegramError) as exc:
+                self._failures += 1
+                delay = min(2.0 ** (self._failures - 1), MAX_BACKOFF)
+                log.info("alerts: Telegram unavailable (%s); retrying in %.0f s", exc, delay)
+                return delay
+            self._failures = 0
+            await self.alerts.mark_notified(flip.id)
+            self.sent += 1
+        return 0.0
