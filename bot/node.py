@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -19,7 +20,7 @@ from core.alerts import Alerts
 from core.audit import AuditLog
 from core.config import LoadedConfig, startup_refusals
 from core.db import Database, alembic_config
-from core.errors import StartupRefused
+from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
 from core.localtelegram import LocalTelegram
 from core.statuslog import Entry, StatusLog
@@ -48,6 +49,8 @@ class Node:
         self.audit = AuditLog(self.db, self.name)
         self.alerts = Alerts(self.db, warning_repeats=self.config.telegram.warning_repeats)
         self.notifier: Notifier | None = None
+        self._observations: asyncio.Queue[Entry] = asyncio.Queue()
+        self._feeder: asyncio.Task[None] | None = None
         self.registry = Registry()
         self.registry.extend(BUILTIN)
         self.registry.extend(FLEET_COMMANDS)
@@ -78,6 +81,7 @@ class Node:
         await self._open_database()
         await self.statuslog.start()
         self._started.append("statuslog")
+        self._feeder = asyncio.create_task(self._feed_alerts(), name="alert-feeder")
         try:
             await self.sidecar.start()
         except OSError as exc:
@@ -135,10 +139,28 @@ class Node:
         self.notifier.start()
 
     async def _observe_entry(self, entry: Entry) -> None:
-        """A status-log entry is an observation of its job's alert key."""
-        flip = await self.alerts.observe(f"job:{entry.job_id}", entry.status, entry.message)
-        if flip is not None and self.notifier is not None:
-            self.notifier.wake()
+        """A status-log entry is an observation of its job's alert key (fed in order, later)."""
+        self._observations.put_nowait(entry)
+
+    async def _feed_alerts(self) -> None:
+        """One feeder per node: each key sees its observations in order, and a burst of
+        posts costs the request path nothing (they are evaluated here, one at a time)."""
+        while True:
+            entry = await self._observations.get()
+            for attempt in range(5):
+                try:
+                    flip = await self.alerts.observe(
+                        f"job:{entry.job_id}", entry.status, entry.message, entry.created_at
+                    )
+                    break
+                except StorageError as exc:
+                    log.warning("alerts: cannot record entry %d (%s); retrying", entry.id, exc)
+                    await asyncio.sleep(2**attempt)
+            else:
+                log.error("alerts: gave up on entry %d of %s", entry.id, entry.job_id)
+                continue
+            if flip is not None and self.notifier is not None:
+                self.notifier.wake()
 
     async def _open_database(self) -> None:
         head = head_revision()
@@ -155,6 +177,10 @@ class Node:
 
     async def stop(self) -> None:
         """Stop in reverse order: no new requests, flush the log, then close the database."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
         if self.notifier is not None:
             await self.notifier.stop()
         if self.bot is not None and "bot" in self._started:

@@ -40,6 +40,9 @@ data_dir = "{path.parent / "data"}"
 [database]
 url = "{db_url}"
 
+[telegram]
+local_api_port = {free_port()}
+
 [sidecar]
 port = {port}
 {extra}
@@ -192,9 +195,11 @@ def test_entries_answered_201_survive_kill_9(node_config, db_url):
 
             return list(await asyncio.gather(*(post(i) for i in range(300))))
 
-    ids = asyncio.run(post_many())
-    running.proc.kill()  # SIGKILL right after the last 201: no flush, no clean shutdown
-    running.proc.wait()
+    try:
+        ids = asyncio.run(post_many())
+    finally:
+        running.proc.kill()  # SIGKILL right after the last 201: no flush, no clean shutdown
+        running.proc.wait()
 
     async def stored() -> set[int]:
         db = Database(db_url)
