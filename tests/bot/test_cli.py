@@ -219,3 +219,17 @@ def aiohttp_get_json(url: str) -> dict:
             return await response.json()
 
     return asyncio.run(get())
+
+
+def test_clawops_chat_talks_to_the_running_bot_and_presses_buttons(node: Node):
+    once = clawops("chat", "--config", str(node.config), "-c", "/status")
+    assert once.returncode == 0, once.stderr
+    assert "test-node · primary" in once.stdout and "local Bot API, polling" in once.stdout
+    session = subprocess.run(
+        [*CLAWOPS, "chat", "--config", str(node.config)], input="/mute 1h\n1\n/unmute\n",
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert session.returncode == 0, session.stderr
+    assert "[1] ✅ Confirm   [2] ✖️ Cancel" in session.stdout
+    assert "(edited) 🔕 Muted all alerts for 1h" in session.stdout
+    assert "Unmuted (1 mute ended)." in session.stdout
