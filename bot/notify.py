@@ -13,10 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from core.alerts import Alerts, Flip
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from bot.format import esc
+from core.alerts import Alerts, Flip
 from core.errors import StorageError
 
 if TYPE_CHECKING:
