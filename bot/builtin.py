@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.commands import Command, Context, Reply, UsageError
 from bot.format import esc
@@ -10,6 +10,9 @@ from core.durations import format_duration, parse_duration
 from core.tables import utcnow
 
 STATUS_ICON = {"ok": "✅", "warning": "⚠️", "critical": "🔴"}
+# /status reuses a whole-fleet sweep this recent (the healer and /health make them too); an
+# older one is redone, so the screen never shows stale machine states as current.
+STATUS_SWEEP_MAX_AGE = timedelta(seconds=60)
 
 
 def ago(when: datetime) -> str:
@@ -34,16 +37,28 @@ async def help_command(ctx: Context) -> Reply:
 
 async def status_command(ctx: Context) -> Reply:
     node = ctx.node
+    swept = await node.recent_sweep(STATUS_SWEEP_MAX_AGE) if node.config.machines else None
     summary = await node.status_summary()
     lines = [f"<b>{esc(node.name)}</b> · {esc(summary['role'])}"]
     lines.append(f"Telegram: {esc(summary['telegram'])} · sidecar {esc(summary['sidecar'])}")
-    machines = summary["machines"]
-    if machines:
-        names = ", ".join(esc(m["name"]) + (" (local)" if m["local"] else "") for m in machines)
-        lines.append(f"Machines: {names}")
-    services = summary["services"]
-    if services:
-        lines.append(f"Services: {len(services)} configured")
+    if swept is not None:
+        up = [m for m in swept.machines if m.reachable]
+        lines.append(f"Machines {len(up)}/{len(swept.machines)} up: " + ", ".join(
+            ("🟢 " if m.reachable else "🔴 ") + esc(m.name) for m in swept.machines
+        ))  # fmt: skip
+        bad = swept.unhealthy
+        skipped = [s for s in swept.services if s.skipped]
+        healthy = len(swept.services) - len(bad) - len(skipped)
+        lines.append(f"Services: {healthy}/{len(swept.services)} healthy")
+        for report in bad[:10]:
+            why = report.error
+            if not why and report.status is not None and not report.status.running:
+                why = report.status.state
+            if not why and report.check is not None:
+                why = report.check.detail
+            lines.append(f"❌ {esc(report.service)}@{esc(report.machine)}: {esc(why)}")
+        if skipped:
+            lines.append(f"⏸ {len(skipped)} service(s) on unreachable machines not checked")
     alerts = summary["alerts"]
     lines.append("")
     if alerts:
@@ -64,7 +79,7 @@ async def status_command(ctx: Context) -> Reply:
     return Reply("\n".join(lines))
 
 
-async def mute_command(ctx: Context) -> Reply:
+def _mute_args(ctx: Context) -> tuple[timedelta, str | None]:
     args = ctx.inv.args
     if not 1 <= len(args) <= 2:
         raise UsageError("give a duration, and optionally an alert key")
@@ -72,7 +87,15 @@ async def mute_command(ctx: Context) -> Reply:
         duration = parse_duration(args[0])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    key = args[1] if len(args) == 2 else None
+    return duration, args[1] if len(args) == 2 else None
+
+
+async def mute_check(ctx: Context) -> None:
+    _mute_args(ctx)
+
+
+async def mute_command(ctx: Context) -> Reply:
+    duration, key = _mute_args(ctx)
     until = utcnow() + duration
     await ctx.node.alerts.mute(until, key=key, by=ctx.inv.user_id)
     what = f"alerts for <b>{esc(key)}</b>" if key else "all alerts"
@@ -93,7 +116,7 @@ BUILTIN = [
     Command("status", "Node, alerts and the last report of every job", status_command),
     Command(
         "mute", "Silence alerts for a maintenance window", mute_command,
-        role="admin", mutates=True, usage="DURATION [key]",
+        role="admin", mutates=True, usage="DURATION [key]", check=mute_check,
     ),
     Command("unmute", "End mutes (all, or one key's)", unmute_command, role="admin",
             usage="[key]"),

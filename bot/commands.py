@@ -53,6 +53,9 @@ class Context:
 
 
 Handler = Callable[[Context], Awaitable[Reply]]
+# Validates a mutating command's arguments before its confirmation is asked (raises UsageError
+# or a ClawopsError); the handler still validates again when it runs.
+Check = Callable[[Context], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Command:
     mutates: bool = False
     usage: str = ""
     private_only: bool = False
+    check: Check | None = None
 
     def __post_init__(self) -> None:
         if self.mutates and self.role != "admin":

@@ -6,9 +6,9 @@ import asyncio
 
 from bot.commands import Command, Context, Reply, UsageError
 from bot.format import esc
-from core.config import ServiceConfig
+from core.config import MachineConfig, ServiceConfig
 from core.errors import ClawopsError, InputError
-from core.health import MachineReport, ServiceReport, sweep
+from core.health import MachineReport, ServiceReport
 from core.ports import conflicts, end_listener, holders, listeners
 from core.services import ServiceStatus, check_lines
 
@@ -64,7 +64,7 @@ def _service_line(report: ServiceReport) -> str:
 
 
 async def health_command(ctx: Context) -> Reply:
-    report = await sweep(ctx.node.fleet, _machines(ctx))
+    report = await ctx.node.run_sweep(_machines(ctx))
     lines = [_metrics_line(m) for m in report.machines]
     if report.services:
         lines.append("")
@@ -139,10 +139,18 @@ def _service_args(ctx: Context) -> tuple[str, str | None]:
     return args[0], args[1] if len(args) == 2 else None
 
 
-async def restart_command(ctx: Context) -> Reply:
+def _restart_target(ctx: Context) -> ServiceConfig:
     name, machine = _service_args(ctx)
+    return ctx.node.fleet.service(name, machine)
+
+
+async def restart_check(ctx: Context) -> None:
+    _restart_target(ctx)
+
+
+async def restart_command(ctx: Context) -> Reply:
     fleet = ctx.node.fleet
-    service = fleet.service(name, machine)
+    service = _restart_target(ctx)
     manager = fleet.manager(service)
     await manager.restart()
     await asyncio.sleep(RESTART_SETTLE)
@@ -162,6 +170,8 @@ async def logs_command(ctx: Context) -> Reply:
     rest = list(args[1:])
     if rest and rest[-1].isdigit():
         lines = check_lines(int(rest.pop()))
+    if len(rest) > 1:
+        raise UsageError(f"{rest[-1]!r} is not a number of lines")
     fleet = ctx.node.fleet
     service = fleet.service(args[0], rest[0] if rest else None)
     text = await fleet.manager(service).logs(lines)
@@ -174,19 +184,31 @@ async def logs_command(ctx: Context) -> Reply:
     return Reply(f"📄 {esc(title)}\n<pre>{esc(text) or '(empty)'}</pre>")
 
 
-async def kill_command(ctx: Context) -> Reply:
+def _kill_target(ctx: Context) -> tuple[MachineConfig, int]:
     args = ctx.inv.args
     if not 1 <= len(args) <= 2 or not args[0].isdigit():
         raise UsageError("give a port number, and its machine")
+    port = int(args[0])
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{port} is not a port: give one between 1 and 65535")
     fleet = ctx.node.fleet
     local = fleet.config.local_machine()
     if len(args) == 1 and local is None:
         raise InputError("no local machine is configured: say which machine")
     machine = fleet.machine(args[1]) if len(args) == 2 else local
     assert machine is not None
-    ended = await end_listener(machine, fleet.executors[machine.name], int(args[0]))
+    return machine, port
+
+
+async def kill_check(ctx: Context) -> None:
+    _kill_target(ctx)
+
+
+async def kill_command(ctx: Context) -> Reply:
+    machine, port = _kill_target(ctx)
+    ended = await end_listener(machine, ctx.node.fleet.executors[machine.name], port)
     who = ", ".join(f"{esc(e.process)} (pid {e.pid})" for e in ended)
-    return Reply(f"🔪 Port {int(args[0])} on {esc(machine.name)}: ended {who}.")
+    return Reply(f"🔪 Port {port} on {esc(machine.name)}: ended {who}.")
 
 
 FLEET_COMMANDS = [
@@ -196,8 +218,8 @@ FLEET_COMMANDS = [
     Command("ports", "Listening ports, conflicts; /ports N: who holds N", ports_command,
             usage="[machine|port]"),
     Command("restart", "Restart a service through its manager", restart_command,
-            role="admin", mutates=True, usage="SERVICE [machine]"),
+            role="admin", mutates=True, usage="SERVICE [machine]", check=restart_check),
     Command("logs", "Tail of a service's log", logs_command, usage="SERVICE [machine] [lines]"),
     Command("kill", "End the process listening on a port", kill_command,
-            role="admin", mutates=True, usage="PORT [machine]"),
+            role="admin", mutates=True, usage="PORT [machine]", check=kill_check),
 ]  # fmt: skip

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import datetime, timedelta
 from typing import Any
 
 from alembic.script import ScriptDirectory
@@ -22,8 +23,10 @@ from core.config import LoadedConfig, startup_refusals
 from core.db import Database, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
+from core.health import ServiceReport, SweepReport, sweep
 from core.localtelegram import LocalTelegram
 from core.statuslog import Entry, StatusLog
+from core.tables import utcnow
 from proxy.sidecar import Sidecar, SidecarState, create_app
 
 log = logging.getLogger("clawops.node")
@@ -55,6 +58,9 @@ class Node:
         self.registry.extend(BUILTIN)
         self.registry.extend(FLEET_COMMANDS)
         self.fleet = Fleet(self.config)
+        self.last_sweep: SweepReport | None = None
+        self.last_sweep_at: datetime | None = None
+        self._sweeping = asyncio.Lock()
         self.bot: TelegramBot | None = None
         self.local_api: LocalTelegram | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -198,6 +204,27 @@ class Node:
         self._started.clear()
         log.info("stopped")
 
+    async def run_sweep(self, machines: list[str] | None = None) -> SweepReport:
+        """A health sweep now; a whole-fleet one is kept for /status and GET /api/status."""
+        if machines is not None:
+            return await sweep(self.fleet, machines)
+        async with self._sweeping:
+            return await self._sweep_all()
+
+    async def recent_sweep(self, max_age: timedelta) -> SweepReport:
+        """The last whole-fleet sweep if younger than ``max_age``, else a new one (callers that
+        arrive while one runs wait for it instead of starting their own)."""
+        async with self._sweeping:
+            at = self.last_sweep_at
+            if self.last_sweep is None or at is None or utcnow() - at > max_age:
+                return await self._sweep_all()
+            return self.last_sweep
+
+    async def _sweep_all(self) -> SweepReport:
+        report = await sweep(self.fleet)
+        self.last_sweep, self.last_sweep_at = report, utcnow()
+        return report
+
     @property
     def telegram_state(self) -> str:
         if self.bot is None:
@@ -209,16 +236,33 @@ class Node:
         """What GET /api/status answers (and /status shows)."""
         down = await self.alerts.open_alerts()
         latest = await self.statuslog.latest_per_job()
+        swept = self.last_sweep
+        reachable = {m.name: m for m in swept.machines} if swept else {}
+        health = {(s.service, s.machine): s for s in swept.services} if swept else {}
         return {
             "role": self.config.node.role,
             "telegram": self.telegram_state,
             "sidecar": self.sidecar.url,
+            "checked_at": self.last_sweep_at.isoformat() if self.last_sweep_at else None,
             "machines": [
-                {"name": m.name, "os": m.os, "address": m.address, "local": m.local}
+                {
+                    "name": m.name,
+                    "os": m.os,
+                    "address": m.address,
+                    "local": m.local,
+                    "reachable": reachable[m.name].reachable if m.name in reachable else None,
+                    "error": reachable[m.name].error if m.name in reachable else "",
+                }
                 for m in self.config.machines
             ],
             "services": [
-                {"name": s.name, "machine": s.machine, "manager": s.manager, "port": s.port}
+                {
+                    "name": s.name,
+                    "machine": s.machine,
+                    "manager": s.manager,
+                    "port": s.port,
+                    **_service_health(health.get((s.name, s.machine))),
+                }
                 for s in self.config.services
             ],
             "jobs": [
@@ -235,6 +279,15 @@ class Node:
                 for r in down
             ],
         }
+
+
+def _service_health(report: ServiceReport | None) -> dict[str, Any]:
+    if report is None:
+        return {"healthy": None, "state": None, "detail": "not checked yet"}
+    detail = report.error or (report.check.detail if report.check else "")
+    state = report.status.state if report.status else None
+    return {"healthy": None if report.skipped else report.healthy, "state": state,
+            "detail": detail}  # fmt: skip
 
 
 async def run_node(loaded: LoadedConfig) -> None:

@@ -191,22 +191,37 @@ class TelegramBot:
             await self._audit(inv, "denied", 0, "private chat only")
             return
         if command.mutates:
-            await self._ask_confirmation(command, inv)
+            # Bad arguments are refused now: a confirmation is only asked for what can run.
+            if command.check is None or await self._check(command, inv):
+                await self._ask_confirmation(command, inv)
             return
         await self._execute(command, inv)
+
+    @staticmethod
+    def _refusal(command: Command, exc: UsageError | ClawopsError) -> Reply:
+        if isinstance(exc, UsageError):
+            usage = f"\nUsage: <code>/{command.name} {esc(command.usage)}</code>"
+            return Reply(f"⚠️ {esc(exc)}{usage if command.usage else ''}")
+        return Reply(f"❌ {esc(exc)}")
+
+    async def _check(self, command: Command, inv: Invocation) -> bool:
+        assert command.check is not None
+        try:
+            await command.check(Context(inv, self.node))
+        except (UsageError, ClawopsError) as exc:
+            await self._send(inv.chat_id, self._refusal(command, exc))
+            await self._audit(inv, "error", 0, str(exc))
+            return False
+        return True
 
     async def _execute(self, command: Command, inv: Invocation, edit: int | None = None) -> None:
         started = time.perf_counter()
         outcome, detail = "ok", ""
         try:
             reply = await command.handler(Context(inv, self.node))
-        except UsageError as exc:
+        except (UsageError, ClawopsError) as exc:
             outcome, detail = "error", str(exc)
-            usage = f"\nUsage: <code>/{command.name} {esc(command.usage)}</code>"
-            reply = Reply(f"⚠️ {esc(exc)}{usage if command.usage else ''}")
-        except ClawopsError as exc:
-            outcome, detail = "error", str(exc)
-            reply = Reply(f"❌ {esc(exc)}")
+            reply = self._refusal(command, exc)
         except Exception as exc:  # a bug must still answer; the traceback goes to the log
             log.exception("/%s failed", command.name)
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"

@@ -205,12 +205,13 @@ async def test_an_unknown_command_gets_a_hint(node, tg):
     assert "Unknown command /reboot_everything" in hint.text and "/help" in hint.text
 
 
-async def test_a_bad_argument_gets_the_usage(node, tg):
-    ask = await confirmation(tg, ADMIN, "/mute soon")
-    await press(tg, ADMIN, ask, 0)
-    await asyncio.sleep(0.2)
-    edit = [s for s in tg.sent if s.kind == "edit"][-1]
-    assert "not a duration" in edit.text and "Usage: <code>/mute DURATION [key]</code>" in edit.text
+async def test_a_bad_argument_gets_the_usage_before_any_confirmation(node, tg):
+    (refused,) = await say(tg, GROUP, ADMIN, "/mute soon")
+    assert not refused.buttons
+    assert "not a duration" in refused.text
+    assert "Usage: <code>/mute DURATION [key]</code>" in refused.text
+    assert await audit_outcomes(node, 1) == [("mute", "error")]
+    assert await node.alerts.active_mutes() == []
 
 
 async def test_telegram_answering_429_then_200_still_delivers_the_reply(node, tg):

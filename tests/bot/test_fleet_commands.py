@@ -1,0 +1,235 @@
+"""Fleet commands through the real bot: real listeners, a real PM2, a real SSH server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.node import Node
+from core.config import LoadedConfig, parse_config
+from core.executors import LocalExecutor
+from core.localtelegram import LocalTelegram, Sent
+from tests.auxil.net import free_port
+from tests.auxil.sshd import SSHServer, start_sshd
+from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
+from tests.core.test_ports import start_listener
+from tests.core.test_services import LOCAL, PM2_BIN, needs_pm2
+
+PM2_NAME = "aphos-server-dev"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[LocalTelegram]:
+    async with LocalTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path) -> AsyncIterator[SSHServer]:
+    server = await start_sshd(tmp_path)
+    yield server
+    await server.close()
+
+
+async def start_fleet_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tg: LocalTelegram, sshd: SSHServer,
+    services: list[dict[str, Any]],
+) -> Node:  # fmt: skip
+    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
+    config = parse_config({
+        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
+        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
+                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
+        "sidecar": {"port": free_port()},
+        "machines": [
+            {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True},
+            {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "5s",
+             "ssh": {"host": sshd.host, "port": sshd.port, "key": str(sshd.client_key),
+                     "known_hosts": str(sshd.known_hosts)}},
+            {"name": "msi", "os": "windows", "address": "127.0.0.1", "timeout": "1s",
+             "ssh": {"host": "127.0.0.1", "port": free_port()}},
+        ],
+        "services": services,
+        "port_ranges": [{"project": "aphos", "machine": "here", "range": "2567-2599",
+                         "default_port": 2567, "processes": ["node"]}],
+    })  # fmt: skip
+    node = Node(LoadedConfig(config, None))
+    await node.start()
+    return node
+
+
+@pytest.fixture
+async def node(tmp_path, monkeypatch, tg, sshd) -> AsyncIterator[Node]:
+    # "ollama" is a plain process that runs (a sleep), "gateway" one that does not.
+    sleeper = await asyncio.create_subprocess_exec("sleep", "120")
+    services = [
+        {"name": "ollama", "machine": "mini", "manager": "process", "unit": "sleep",
+         "health": {"type": "command", "argv": ["true"]}},
+        {"name": "gateway", "machine": "mini", "manager": "process", "unit": "no-such-gateway",
+         "health": {"type": "command", "argv": ["false"]}},
+        {"name": "openssh", "machine": "msi", "manager": "windows", "unit": "sshd"},
+    ]  # fmt: skip
+    running = await start_fleet_node(tmp_path, monkeypatch, tg, sshd, services)
+    yield running
+    await running.stop()
+    sleeper.kill()
+    await sleeper.wait()
+
+
+async def confirmed(tg: LocalTelegram, text: str, wait: float = 10.0) -> str:
+    """Send an admin command, press Confirm, and return the text the question was edited to."""
+    (ask,) = await say(tg, GROUP, ADMIN, text)
+    assert ask.buttons, f"{text} asked no confirmation: {ask.text}"
+    await press(tg, ADMIN, ask, 0)
+    deadline = asyncio.get_running_loop().time() + wait
+    while asyncio.get_running_loop().time() < deadline:
+        edits = [s for s in tg.sent if s.kind == "edit" and s.message_id == ask.message_id]
+        done = [e for e in edits if not e.text.startswith("⏳")]
+        if done:
+            return done[-1].text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text}: no result within {wait}s")
+
+
+def only(items: list[Sent]) -> str:
+    assert len(items) == 1, [i.text for i in items]
+    return items[0].text
+
+
+async def test_status_shows_machines_up_and_down_and_the_unhealthy_services(node, tg):
+    text = only(await say(tg, GROUP, VIEWER, "/status", wait=10.0))
+    assert "Machines 2/3 up" in text and "🔴 msi" in text and "🟢 mini" in text
+    assert "❌ gateway@mini" in text and "ollama@mini" not in text
+    assert "1 service(s) on unreachable machines" in text
+    summary = await node.status_summary()
+    machines = {m["name"]: m for m in summary["machines"]}
+    assert machines["msi"]["reachable"] is False and machines["here"]["reachable"] is True
+    services = {s["name"]: s for s in summary["services"]}
+    assert services["gateway"]["healthy"] is False and services["openssh"]["healthy"] is None
+
+
+async def test_health_reports_an_unreachable_machine_and_still_checks_the_others(node, tg):
+    text = only(await say(tg, GROUP, VIEWER, "/health", wait=10.0))
+    assert "🔴 <b>msi</b> unreachable" in text
+    assert "🟢 <b>here</b>" in text and "🟢 <b>mini</b>" in text and "mem " in text
+    assert "✅ ollama@mini" in text and "❌ gateway@mini" in text
+    assert "⏸ openssh@msi" in text
+    one = only(await say(tg, GROUP, VIEWER, "/health mini", wait=10.0))
+    assert "<b>mini</b>" in one and "msi" not in one
+
+
+async def test_ports_names_who_holds_a_port_and_kill_ends_exactly_that_process(node, tg):
+    port = free_port()
+    target = await start_listener(port)
+    bystander = await start_listener(free_port())
+    try:
+        held = only(await say(tg, GROUP, VIEWER, f"/ports {port}"))
+        assert f"pid {target.pid}" in held and "python" in held
+        listing = only(await say(tg, GROUP, VIEWER, "/ports here"))
+        assert str(port) in listing
+        result = await confirmed(tg, f"/kill {port}")
+        assert f"Port {port} on here: ended" in result and f"pid {target.pid}" in result
+        await asyncio.wait_for(target.wait(), 5)
+        assert bystander.returncode is None
+        assert "free" in only(await say(tg, GROUP, VIEWER, f"/ports {port}"))
+    finally:
+        for proc in (target, bystander):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert ("kill", "ok") in await audit_outcomes(node, 5)
+
+
+async def test_a_listener_inside_a_reserved_range_is_reported_as_a_conflict(node, tg):
+    try:
+        squatter = await start_listener(2569)
+    except AssertionError:
+        pytest.skip("port 2569 is taken on this machine")
+    try:
+        listing = only(await say(tg, GROUP, VIEWER, "/ports here"))
+        assert "⚠️ :2569" in listing and "aphos" in listing
+    finally:
+        squatter.kill()
+        await squatter.wait()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/restart ollama;touch${IFS}PWNED",
+        "/restart $(touch PWNED)",
+        "/logs `touch PWNED`",
+        "/logs ollama mini 5;touch",
+        "/services mini&&touch",
+        "/health ../../etc",
+        "/kill 22;reboot",
+        "/kill 70000",
+    ],
+)
+async def test_injection_attempts_are_refused_and_nothing_runs(
+    node, tg, sshd, text, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    before = list(sshd.commands)
+    (answer,) = await say(tg, GROUP, ADMIN, text)
+    reply = answer.text
+    assert not answer.buttons, "a bad argument must be refused before any confirmation"
+    assert any(word in reply for word in ("Usage", "not allowed", "no service", "no machine",
+                                          "between", "port")), reply  # fmt: skip
+    await asyncio.sleep(0.2)
+    assert sshd.commands == before
+    assert not (tmp_path / "PWNED").exists()
+
+
+async def test_logs_of_a_service_without_a_log_source_says_why(node, tg):
+    reply = only(await say(tg, GROUP, VIEWER, "/logs ollama 5"))
+    assert "log" in reply.lower() and "Traceback" not in reply
+
+
+async def test_a_viewer_cannot_restart_or_kill(node, tg):
+    for text in ("/restart ollama", "/kill 9"):
+        reply = only(await say(tg, GROUP, VIEWER, text))
+        assert "for admins" in reply
+
+
+# -- PM2, for real, through the bot ----------------------------------------------------------
+
+
+@pytest.fixture
+async def pm2_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2home"))
+    monkeypatch.setenv("PATH", f"{PM2_BIN}:{os.environ['PATH']}")
+    app = tmp_path / "server.js"
+    app.write_text(
+        "console.log('aphos listening');\n"
+        "require('http').createServer((q, s) => s.end('ok')).listen(0);\n"
+    )
+    executor = LocalExecutor(LOCAL)
+    result = await executor.run(["pm2", "start", str(app), "--name", PM2_NAME], timeout=60)
+    assert result.ok, result.stderr
+    yield app
+    await executor.run(["pm2", "kill"], timeout=60)
+
+
+@needs_pm2
+async def test_restart_of_a_pm2_service_reports_it_running_with_a_new_pid(
+    tmp_path, monkeypatch, tg, sshd, pm2_app
+):
+    services = [{"name": PM2_NAME, "machine": "here", "manager": "pm2"}]
+    node = await start_fleet_node(tmp_path, monkeypatch, tg, sshd, services)
+    try:
+        listed = only(await say(tg, GROUP, VIEWER, "/services here"))
+        assert f"🟢 {PM2_NAME}" in listed and "pm2 pid" in listed
+        pid_before = listed.split("pid ")[1].split()[0]
+        result = await confirmed(tg, f"/restart {PM2_NAME}")
+        assert "restarted" in result and "not running" not in result
+        assert "pid " in result and f"pid {pid_before}" not in result and "↻1" in result
+        logs = only(await say(tg, GROUP, VIEWER, f"/logs {PM2_NAME} 20"))
+        assert "aphos listening" in logs
+    finally:
+        await node.stop()
