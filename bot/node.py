@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.builtin import BUILTIN
 from bot.commands import Registry
 from bot.fleet_commands import FLEET_COMMANDS
+from bot.job_commands import JOB_COMMANDS
 from bot.notify import Notifier
 from bot.telegram import TelegramBot
 from core.alerts import Alerts
@@ -24,9 +25,15 @@ from core.db import Database, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
 from core.health import ServiceReport, SweepReport, sweep
+from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram
+from core.outbox import Outbox
+from core.state import StateStore
 from core.statuslog import Entry, StatusLog
 from core.tables import utcnow
+from jobs.base import JobContext
+from jobs.registry import builtin_jobs
+from jobs.runner import JobRunner
 from proxy.sidecar import Sidecar, SidecarState, create_app
 
 log = logging.getLogger("clawops.node")
@@ -57,6 +64,7 @@ class Node:
         self.registry = Registry()
         self.registry.extend(BUILTIN)
         self.registry.extend(FLEET_COMMANDS)
+        self.registry.extend(JOB_COMMANDS)
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
         self.last_sweep_at: datetime | None = None
@@ -64,6 +72,20 @@ class Node:
         self.bot: TelegramBot | None = None
         self.local_api: LocalTelegram | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.runs = JobRuns(self.db, self.name)
+        self.state = StateStore(self.db)
+        self.outbox = Outbox(self.db, self.name)
+        self.jobs = JobRunner(
+            JobContext(
+                config=self.config, node=self.name, data_dir=loaded.data_dir, db=self.db,
+                fleet=self.fleet, alerts=self.alerts, statuslog=self.statuslog, runs=self.runs,
+                state=self.state, outbox=self.outbox, sweep=self.run_sweep,
+                is_active=lambda: self.active, wake_notifier=self._wake_notifier,
+            ),
+            self.scheduler,
+        )  # fmt: skip
+        for spec in builtin_jobs(self.config):
+            self.jobs.add(spec)
         self.sidecar_state = SidecarState(
             statuslog=self.statuslog,
             node=self.name,
@@ -141,8 +163,17 @@ class Node:
     def _start_notifier(self, chat_id: int | None) -> None:
         if chat_id is None:
             log.warning("alerts: no alert chat (set telegram.alert_chat or allowed_chats)")
-        self.notifier = Notifier(self.alerts, lambda: self.bot, chat_id)
+        self.notifier = Notifier(self.alerts, lambda: self.bot, chat_id, outbox=self.outbox)
         self.notifier.start()
+
+    @property
+    def active(self) -> bool:
+        """The active node is the one talking to Telegram (or the only one, with no bot)."""
+        return self.bot is None or self.bot.polling
+
+    def _wake_notifier(self) -> None:
+        if self.notifier is not None:
+            self.notifier.wake()
 
     async def _observe_entry(self, entry: Entry) -> None:
         """A status-log entry is an observation of its job's alert key (fed in order, later)."""

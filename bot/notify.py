@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from bot.format import esc
+from bot.format import esc, plain
 from core.alerts import Alerts, Flip
 from core.errors import StorageError
+from core.outbox import Outbox
 
 if TYPE_CHECKING:
     from bot.telegram import TelegramBot
@@ -40,8 +41,10 @@ class Notifier:
         chat_id: int | None,
         *,
         interval: float = 5.0,
+        outbox: Outbox | None = None,
     ) -> None:
         self.alerts = alerts
+        self.outbox = outbox
         self.bot = bot
         self.chat_id = chat_id
         self.interval = interval
@@ -80,31 +83,47 @@ class Notifier:
                 delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
 
     async def flush(self) -> float:
-        """Send what is pending; the delay before the next try (0 when all went out)."""
+        """Send what is pending (flips, then outbox messages); the delay before the next try
+        (0 when all went out)."""
         bot = self.bot()
         if bot is None or not bot.polling or self.chat_id is None:
             return 0.0  # Telegram is off here: the flips wait in the database
         for flip in await self.alerts.pending():
-            try:
-                await bot.send_alert(self.chat_id, flip_text(flip))
-            except RetryAfter as exc:
-                retry = exc.retry_after
-                seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
-                log.info("alerts: Telegram asks to wait %s s", seconds)
-                return float(seconds)
-            except BadRequest as exc:
-                # Permanent for this text (it will never parse): send it plain, once.
-                log.warning("alerts: flip %d refused (%s); sending as plain text", flip.id, exc)
-                try:
-                    await bot.app.bot.send_message(self.chat_id, f"{flip.key}: {flip.new_state}")
-                except TelegramError:
-                    return 1.0
-            except (NetworkError, TelegramError) as exc:
-                self._failures += 1
-                delay = min(2.0 ** (self._failures - 1), MAX_BACKOFF)
-                log.info("alerts: Telegram unavailable (%s); retrying in %.0f s", exc, delay)
+            delay = await self._deliver(bot, flip_text(flip), f"{flip.key}: {flip.new_state}")
+            if delay is not None:
                 return delay
-            self._failures = 0
             await self.alerts.mark_notified(flip.id)
             self.sent += 1
+        if self.outbox is not None:
+            for message in await self.outbox.pending():
+                delay = await self._deliver(bot, message.text, plain(message.text))
+                if delay is not None:
+                    return delay
+                await self.outbox.mark_sent(message.id)
+                self.sent += 1
         return 0.0
+
+    async def _deliver(self, bot: TelegramBot, text: str, fallback: str) -> float | None:
+        """Send one message; None when Telegram took it, else how long to wait before retrying."""
+        assert self.chat_id is not None
+        try:
+            await bot.send_alert(self.chat_id, text)
+        except RetryAfter as exc:
+            retry = exc.retry_after
+            seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
+            log.info("alerts: Telegram asks to wait %s s", seconds)
+            return float(seconds)
+        except BadRequest as exc:
+            # Permanent for this text (it will never parse): send it plain, once.
+            log.warning("alerts: message refused (%s); sending as plain text", exc)
+            try:
+                await bot.app.bot.send_message(self.chat_id, fallback[:4000])
+            except TelegramError:
+                return 1.0
+        except (NetworkError, TelegramError) as exc:
+            self._failures += 1
+            delay = min(2.0 ** (self._failures - 1), MAX_BACKOFF)
+            log.info("alerts: Telegram unavailable (%s); retrying in %.0f s", exc, delay)
+            return delay
+        self._failures = 0
+        return None

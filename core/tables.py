@@ -86,6 +86,8 @@ job_runs = Table(
     # running | ok | warning | failed | skipped
     Column("outcome", String(16), nullable=False),
     Column("summary", Text, nullable=False, server_default=""),
+    # What a job measured, as JSON, for later runs and reports (trends since the last report).
+    Column("data", Text, nullable=True),
     Index("ix_job_runs_job_started_at", "job", "started_at"),
 )
 
@@ -148,4 +150,30 @@ mutes = Table(
     Column("created_by", BigInteger, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
     Index("ix_mutes_until", "until"),
+)
+
+# Small shared state that must survive a restart and be seen by every node sharing the database:
+# the failover state of each node, healer back-off per service, emergency mode. ``value`` is
+# JSON; ``version`` grows by one on each write so a change can be claimed with a conditional
+# update (``WHERE version = :seen``) across nodes.
+node_state = Table(
+    "node_state",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Messages for the alert chat that are not alert flips (a takeover, a digest, a job's report):
+# stored first and sent by the notifier, so nothing is lost while Telegram is away.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("node", String(128), nullable=False, server_default=""),
+    Column("text", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Index("ix_outbox_sent_at", "sent_at"),
 )
