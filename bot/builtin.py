@@ -59,6 +59,13 @@ async def status_command(ctx: Context) -> Reply:
             lines.append(f"❌ {esc(report.service)}@{esc(report.machine)}: {esc(why)}")
         if skipped:
             lines.append(f"⏸ {len(skipped)} service(s) on unreachable machines not checked")
+    runs = await node.runs.last_per_job()
+    if runs:
+        failing = sorted(n for n, run in runs.items() if run.outcome in ("failed", "warning"))
+        lines.append(f"Jobs: {len(runs) - len(failing)}/{len(runs)} ok at their last run" + (
+            ": " + ", ".join(f"{'❌' if runs[n].outcome == 'failed' else '⚠️'} {esc(n)}"
+                             for n in failing) if failing else ""
+        ))  # fmt: skip
     alerts = summary["alerts"]
     lines.append("")
     if alerts:

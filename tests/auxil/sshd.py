@@ -1,7 +1,10 @@
 """A real SSH server on loopback (asyncssh's server) that runs real commands with /bin/sh.
 
 Key-only authentication, a fresh host key per server, and a known_hosts file for clients, so
-tests exercise host-key checking as production does.
+tests exercise host-key checking as production does. For simulating a fleet (bench/), a server
+can also wait ``delay`` seconds before answering each command (a slow link or a busy machine),
+answer given command lines with canned stdout instead of running them (a recorded real output),
+and counts the SSH connections it accepted and the most commands it answered at once.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import contextlib
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -27,6 +31,11 @@ class SSHServer:
     server: asyncssh.SSHAcceptor
     commands: list[str]
     processes: list[asyncio.subprocess.Process]
+    delay: float = 0.0  # seconds before each command is answered
+    canned: Mapping[str, str] = field(default_factory=dict)  # command line -> stdout, exit 0
+    connections: int = 0  # SSH connections accepted
+    running: int = 0  # commands being answered now
+    most_running: int = 0  # the most at any one time
 
     async def close(self) -> None:
         self.server.close()
@@ -41,10 +50,25 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def _run_command(process: asyncssh.SSHServerProcess, server: SSHServer) -> None:
+async def _run_command(process: asyncssh.SSHServerProcess[str], server: SSHServer) -> None:
+    server.running += 1
+    server.most_running = max(server.most_running, server.running)
+    try:
+        await _answer(process, server)
+    finally:
+        server.running -= 1
+
+
+async def _answer(process: asyncssh.SSHServerProcess[str], server: SSHServer) -> None:
     command = process.command or ""
     server.commands.append(command)
     data = await process.stdin.read()
+    if server.delay:
+        await asyncio.sleep(server.delay)
+    if command in server.canned:
+        process.stdout.write(server.canned[command])
+        process.exit(0)
+        return
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True,
@@ -65,7 +89,18 @@ async def _run_command(process: asyncssh.SSHServerProcess, server: SSHServer) ->
     process.exit(proc.returncode or 0)
 
 
-async def start_sshd(tmp: Path, host: str = "127.0.0.1", user: str = "ops") -> SSHServer:
+class _Counting(asyncssh.SSHServer):
+    def __init__(self, server: SSHServer) -> None:
+        self._server = server
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._server.connections += 1
+
+
+async def start_sshd(
+    tmp: Path, host: str = "127.0.0.1", user: str = "ops", *, delay: float = 0.0,
+    canned: Mapping[str, str] | None = None,
+) -> SSHServer:  # fmt: skip
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     key_path = tmp / "id_ed25519"
@@ -75,11 +110,14 @@ async def start_sshd(tmp: Path, host: str = "127.0.0.1", user: str = "ops") -> S
     state: list[SSHServer] = []
     acceptor = await asyncssh.listen(
         host, 0, server_host_keys=[host_key], authorized_client_keys=authorized,
+        server_factory=lambda: _Counting(state[0]),
         process_factory=lambda process: _run_command(process, state[0]),
         allow_scp=False,
     )  # fmt: skip
     port = acceptor.sockets[0].getsockname()[1]
     known_hosts = tmp / "known_hosts"
     known_hosts.write_text(f"[{host}]:{port} {host_key.export_public_key().decode().strip()}\n")
-    state.append(SSHServer(host, port, user, key_path, known_hosts, acceptor, [], []))
+    server = SSHServer(host, port, user, key_path, known_hosts, acceptor, [], [], delay=delay)
+    server.canned = dict(canned or {})
+    state.append(server)
     return state[0]

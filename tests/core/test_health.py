@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,95 @@ async def test_a_sweep_checks_every_machine_and_service_concurrently(tmp_path, w
     ollama = next(s for s in with_status.services if s.service == "ollama")
     assert ollama.status is not None and ollama.status.state == "stopped" and not ollama.healthy
     assert [m.name for m in with_status.machines] == ["here"]
+
+
+@dataclass
+class HangingHost:
+    """Accepts TCP connections and never says a word (a wedged sshd); notes who hung up."""
+
+    port: int = 0
+    accepted: int = 0
+    hung_up: int = 0
+
+
+@pytest.fixture
+async def hanging_host():
+    host = HangingHost()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host.accepted += 1
+        await reader.read()  # whatever the client says, until it closes
+        host.hung_up += 1
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    host.port = server.sockets[0].getsockname()[1]
+    yield host
+    server.close()
+
+
+async def test_a_host_that_accepts_but_never_speaks_is_unreachable_within_its_timeout(
+    tmp_path, hanging_host
+):
+    server = await start_sshd(tmp_path)
+    config = parse_config({
+        "machines": [
+            {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True},
+            {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "5s",
+             "ssh": {"host": server.host, "port": server.port, "key": str(server.client_key),
+                     "known_hosts": str(server.known_hosts)}},
+            {"name": "wedged", "os": "linux", "address": "127.0.0.1", "timeout": "1s",
+             "ssh": {"host": "127.0.0.1", "port": hanging_host.port, "key": str(server.client_key),
+                     "known_hosts": str(server.known_hosts)}},
+        ],
+        "services": [
+            {"name": "gateway", "machine": "mini", "manager": "process",
+             "health": {"type": "command", "argv": ["true"]}},
+            {"name": "game", "machine": "wedged", "manager": "process",
+             "health": {"type": "command", "argv": ["true"]}},
+        ],
+    })  # fmt: skip
+    fleet = Fleet(config)
+    started = time.monotonic()
+    try:
+        report = await sweep(fleet, with_status=False)
+    finally:
+        elapsed = time.monotonic() - started
+        await fleet.close()
+        await server.close()
+    machines = {m.name: m for m in report.machines}
+    assert not machines["wedged"].reachable
+    assert "no SSH answer within 1 s" in machines["wedged"].error
+    assert machines["here"].metrics is not None and machines["mini"].metrics is not None
+    services = {s.service: s for s in report.services}
+    assert services["game"].skipped and "wedged unreachable" in services["game"].error
+    assert services["gateway"].check is not None and services["gateway"].check.ok
+    # Bounded by the wedged host's 1 s timeout, not by the other machines or a TCP default.
+    assert elapsed < 1 + 3, elapsed
+    # The half-open connection was closed at the timeout, not left holding a socket.
+    await asyncio.sleep(0.1)
+    assert hanging_host.accepted == hanging_host.hung_up == 1
+
+
+async def test_a_machine_with_many_services_gets_a_few_commands_at_a_time(tmp_path):
+    # OpenSSH allows 10 sessions per connection (MaxSessions); the fleet-wide bound is higher.
+    server = await start_sshd(tmp_path, delay=0.2)
+    config = parse_config({
+        "machines": [
+            {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "5s",
+             "ssh": {"host": server.host, "port": server.port, "key": str(server.client_key),
+                     "known_hosts": str(server.known_hosts)}},
+        ],
+        "services": [
+            {"name": f"claw-{i}", "machine": "mini", "manager": "process",
+             "health": {"type": "command", "argv": ["true"]}} for i in range(12)
+        ],
+    })  # fmt: skip
+    fleet = Fleet(config)
+    try:
+        report = await sweep(fleet, with_status=False, per_machine=4)
+    finally:
+        await fleet.close()
+        await server.close()
+    assert all(s.check is not None and s.check.ok for s in report.services)
+    assert server.most_running == 4 and server.connections == 1

@@ -1,0 +1,78 @@
+"""/jobs and /run through the real bot, with scheduled commands that really run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.node import Node
+from core.config import LoadedConfig, parse_config
+from core.localtelegram import LocalTelegram
+from tests.auxil.net import free_port
+from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, say
+from tests.bot.test_fleet_commands import confirmed, only
+
+COMMANDS = [
+    {"name": "git-sync", "machine": "here", "every": "15m",
+     "argv": [sys.executable, "-c", "print('pulled 2 repos')"]},
+    {"name": "crash-monitor", "machine": "here", "cron": "0 * * * *",
+     "argv": [sys.executable, "-c", "import sys; sys.exit('gateway crashed twice')"]},
+]  # fmt: skip
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[LocalTelegram]:
+    async with LocalTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
+    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
+    config = parse_config({
+        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
+        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
+                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
+        "sidecar": {"port": free_port()},
+        "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
+        "jobs": {"commands": COMMANDS},
+    })  # fmt: skip
+    running = Node(LoadedConfig(config, None))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+async def test_jobs_lists_every_job_with_its_schedule_and_next_run(node, tg):
+    text = only(await say(tg, GROUP, VIEWER, "/jobs"))
+    assert "<b>git-sync</b> · every 15m · next in 1" in text
+    assert "<b>crash-monitor</b> · cron 0 * * * * · next in" in text
+    assert "<b>retention</b>" in text and "never ran" in text
+
+
+async def test_run_asks_confirmation_runs_the_job_and_jobs_shows_the_outcome(node, tg):
+    result = await confirmed(tg, "/run git-sync")
+    assert "✅ <b>git-sync</b> ok" in result and "pulled 2 repos" in result
+    failed = await confirmed(tg, "/run crash-monitor")
+    assert "❌ <b>crash-monitor</b> failed" in failed and "gateway crashed twice" in failed
+    text = only(await say(tg, GROUP, VIEWER, "/jobs"))
+    assert "✅ 0s ago: ok on here" in text and "❌ 0s ago: exit 1 on here" in text
+    status = only(await say(tg, GROUP, VIEWER, "/status", wait=10.0))
+    assert "Jobs: 1/2 ok at their last run: ❌ crash-monitor" in status
+    assert "run:crash-monitor" in status  # the failed run is an open alert
+    outcomes = await audit_outcomes(node, 6)
+    assert ("run", "ok") in outcomes
+
+
+async def test_run_of_an_unknown_job_is_refused_without_confirmation(node, tg):
+    (reply,) = await say(tg, GROUP, ADMIN, "/run rm-rf")
+    assert not reply.buttons and "no job 'rm-rf'" in reply.text and "git-sync" in reply.text
+    assert await node.runs.recent() == []
+
+
+async def test_a_viewer_cannot_run_a_job(node, tg):
+    reply = only(await say(tg, GROUP, VIEWER, "/run git-sync"))
+    assert "for admins" in reply
+    assert await node.runs.recent() == []
