@@ -55,12 +55,6 @@ async def start_node(tmp_path: Path, monkeypatch, tg: LocalTelegram, **telegram)
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[LocalTelegram]:
-    async with LocalTelegram() as server:
-        yield server
-
-
-@pytest.fixture
 async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
     running = await start_node(tmp_path, monkeypatch, tg)
     yield running

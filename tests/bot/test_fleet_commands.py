@@ -24,12 +24,6 @@ PM2_NAME = "aphos-server-dev"
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[LocalTelegram]:
-    async with LocalTelegram() as server:
-        yield server
-
-
-@pytest.fixture
 async def sshd(tmp_path: Path) -> AsyncIterator[SSHServer]:
     server = await start_sshd(tmp_path)
     yield server

@@ -9,7 +9,6 @@ import pytest
 
 from bot.node import Node
 from core.config import LoadedConfig, parse_config
-from core.localtelegram import LocalTelegram
 from tests.auxil.net import free_port
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, say
 from tests.bot.test_fleet_commands import confirmed, only
@@ -20,12 +19,6 @@ COMMANDS = [
     {"name": "crash-monitor", "machine": "here", "cron": "0 * * * *",
      "argv": [sys.executable, "-c", "import sys; sys.exit('gateway crashed twice')"]},
 ]  # fmt: skip
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[LocalTelegram]:
-    async with LocalTelegram() as server:
-        yield server
 
 
 @pytest.fixture
