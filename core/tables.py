@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     false,
 )
 
@@ -176,4 +178,64 @@ outbox = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
     Index("ix_outbox_sent_at", "sent_at"),
+)
+
+# -- claws on the Mac Mini fleet (SPEC 6) ------------------------------------------------------
+
+# Orgs and their members (Telegram user ids), mirrored from [[orgs]] at start-up so every node
+# and the proxy read one truth from the database.
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("slug", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+)
+
+org_members = Table(
+    "org_members",
+    metadata,
+    Column("org", String(64), ForeignKey("orgs.slug", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", BigInteger, primary_key=True),
+)
+
+mac_minis = Table(
+    "mac_minis",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("hostname", String(200), nullable=False, unique=True),
+    Column("agent_url", String(500), nullable=False),
+    # The agent's bearer token: the name of an env variable, or the value sealed (core.crypto).
+    Column("agent_token_env", String(128), nullable=True),
+    Column("agent_token_sealed", Text, nullable=True),
+    Column("tunnel_suffix", String(200), nullable=True),
+    Column("gateway_host", String(200), nullable=True),
+    Column("port_low", Integer, nullable=False),
+    Column("port_high", Integer, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # online | draining | offline
+    Column("last_seen", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+claws = Table(
+    "claws",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org", String(64), nullable=False),
+    Column("slug", String(64), nullable=False),
+    # provisioning | active | error | deleting
+    Column("status", String(16), nullable=False),
+    Column("mini_id", Id, ForeignKey("mac_minis.id"), nullable=True),
+    Column("mini_port", Integer, nullable=True),
+    Column("tunnel_hostname", String(300), nullable=True),
+    Column("gateway_token_sealed", Text, nullable=True),
+    Column("bucket", String(100), nullable=True),
+    # The provisioning steps done so far (JSON list), so a crash mid-way can be undone.
+    Column("steps", Text, nullable=False, server_default="[]"),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("created_by", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("org", "slug"),
+    UniqueConstraint("mini_id", "mini_port"),
 )

@@ -72,3 +72,17 @@ async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
         assert (mode, sync) == ("wal", 2)
     finally:
         await database.close()
+
+
+async def test_the_migrations_build_exactly_the_schema_the_code_declares(db: Database):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from core.tables import metadata
+
+    def diff(conn):
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+    async with db.connect() as conn:
+        differences = await conn.run_sync(diff)
+    assert differences == []
