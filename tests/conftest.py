@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from core.buckets import S3Settings
 from core.db import Database
 from core.tables import metadata
 
@@ -56,3 +57,25 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """An S3-compatible server on loopback (moto's server mode), for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> S3Settings:
+    """Settings for the moto server; credentials also in CLAWOPS_TEST_S3_KEY/_SECRET."""
+    monkeypatch.setenv("CLAWOPS_TEST_S3_KEY", "testing")
+    monkeypatch.setenv("CLAWOPS_TEST_S3_SECRET", "testing")
+    return S3Settings(s3_url, "testing", "testing", "us-east-1")
