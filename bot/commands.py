@@ -56,6 +56,9 @@ Handler = Callable[[Context], Awaitable[Reply]]
 # Validates a mutating command's arguments before its confirmation is asked (raises UsageError
 # or a ClawopsError); the handler still validates again when it runs.
 Check = Callable[[Context], Awaitable[None]]
+# For a viewer command with mutating subcommands (``/failover yield``): True for the arguments
+# that mutate, which then need the admin role and a confirmation like a mutating command.
+MutatesWhen = Callable[[tuple[str, ...]], bool]
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class Command:
     usage: str = ""
     private_only: bool = False
     check: Check | None = None
+    mutates_when: MutatesWhen | None = None
+
+    def mutates_with(self, args: tuple[str, ...]) -> bool:
+        return self.mutates or (self.mutates_when is not None and self.mutates_when(args))
 
     def __post_init__(self) -> None:
         if self.mutates and self.role != "admin":

@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.builtin import BUILTIN
 from bot.commands import Registry
+from bot.failover import FAILOVER_COMMANDS, Watchdog
 from bot.fleet_commands import FLEET_COMMANDS
 from bot.job_commands import JOB_COMMANDS
 from bot.notify import Notifier
@@ -65,11 +66,13 @@ class Node:
         self.registry.extend(BUILTIN)
         self.registry.extend(FLEET_COMMANDS)
         self.registry.extend(JOB_COMMANDS)
+        self.registry.extend(FAILOVER_COMMANDS)
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
         self.last_sweep_at: datetime | None = None
         self._sweeping = asyncio.Lock()
         self.bot: TelegramBot | None = None
+        self.failover: Watchdog | None = None
         self.local_api: LocalTelegram | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.runs = JobRuns(self.db, self.name)
@@ -92,6 +95,7 @@ class Node:
             token=self.config.sidecar_token(),
             max_body=self.config.sidecar.max_body,
             status=self.status_summary,
+            failover=self.failover_state,
             on_entry=[self._observe_entry],
         )
         self.sidecar = Sidecar(
@@ -151,13 +155,18 @@ class Node:
             )  # fmt: skip
             return
         self.bot = TelegramBot(self, self.registry, token, settings.api_base_url)
-        poll = self.config.node.role == "primary"
-        await self.bot.start(poll=poll)
+        await self.bot.start(poll=False)
         self._started.append("bot")
         self._start_notifier(settings.alert_chat_id)
+        # The watchdog decides who polls: the primary unless its standby has taken over.
+        self.failover = Watchdog(self)
+        self.bot.on_conflict = self.failover.on_conflict
+        await self.failover.start()
+        self._started.append("failover")
+        poll = self.bot.polling
         log.info(
             "telegram: bot via %s, %s", settings.api_base_url.split("/bot")[0],
-            "polling" if poll else "not polling (standby)",
+            "polling" if poll else f"not polling ({self.failover.state})",
         )  # fmt: skip
 
     def _start_notifier(self, chat_id: int | None) -> None:
@@ -218,6 +227,8 @@ class Node:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._feeder
+        if self.failover is not None and "failover" in self._started:
+            await self.failover.stop()
         if self.notifier is not None:
             await self.notifier.stop()
         if self.bot is not None and "bot" in self._started:
@@ -263,6 +274,14 @@ class Node:
         where = "local Bot API" if self.local_api is not None else "Telegram"
         return f"{where}, {'polling' if self.bot.polling else 'not polling'}"
 
+    async def failover_state(self) -> dict[str, Any]:
+        """What GET /api/failover answers: the watchdog's state (a peer asks before polling)."""
+        if self.failover is None:
+            return {"role": self.config.node.role, "active": self.active,
+                    "polling": self.bot is not None and self.bot.polling, "state": "off",
+                    "peer_url": self.config.node.peer_url}  # fmt: skip
+        return self.failover.describe()
+
     async def status_summary(self) -> dict[str, Any]:
         """What GET /api/status answers (and /status shows)."""
         down = await self.alerts.open_alerts()
@@ -304,7 +323,7 @@ class Node:
                 for job in self.scheduler.get_jobs()
             ],
             "last_reports": [e.as_json() for e in latest],
-            "failover": {"role": self.config.node.role, "peer_url": self.config.node.peer_url},
+            "failover": await self.failover_state(),
             "alerts": [
                 {"key": r.key, "since": r.changed_at.isoformat(), "message": r.last_message}
                 for r in down

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import TelegramError
+from telegram.error import Conflict, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -79,6 +80,9 @@ class TelegramBot:
         self.allowed_chats = set(self.settings.allowed_chats)
         self.pending: dict[str, Pending] = {}
         self.polling = False
+        # Called (from the polling loop, not awaited) when Telegram answers 409 Conflict: another
+        # process polls with this token. The failover watchdog sets it.
+        self.on_conflict: Callable[[], None] | None = None
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(token)
@@ -107,10 +111,22 @@ class TelegramBot:
         if self.polling or self.app.updater is None:
             return
         await self.app.updater.start_polling(
-            poll_interval=0.0, timeout=10, drop_pending_updates=False
+            poll_interval=0.0,
+            timeout=10,
+            drop_pending_updates=False,
+            error_callback=self._on_polling_error,
         )
         self.polling = True
         log.info("telegram: polling started")
+
+    def _on_polling_error(self, exc: TelegramError) -> None:
+        """PTB 22 reports getUpdates errors here (not to the error handlers), then retries."""
+        if isinstance(exc, Conflict):
+            log.error("telegram: 409 Conflict: another process polls with this token (%s)", exc)
+            if self.on_conflict is not None:
+                self.on_conflict()
+            return
+        log.warning("telegram: polling: %s", exc)
 
     async def stop_polling(self) -> None:
         if not self.polling or self.app.updater is None:
@@ -182,15 +198,18 @@ class TelegramBot:
             chat_type=chat.type,
             role=role,
         )
-        if ROLE_RANK[role] < ROLE_RANK[command.role]:
-            await self._send(chat.id, Reply(f"⛔ /{name} is for admins."))
+        mutating = command.mutates_with(inv.args)
+        needed = "admin" if mutating else command.role
+        if ROLE_RANK[role] < ROLE_RANK[needed]:
+            what = f"/{name} {inv.args_text}".strip()
+            await self._send(chat.id, Reply(f"⛔ {esc(what)} is for admins."))
             await self._audit(inv, "denied", 0, "needs the admin role")
             return
         if command.private_only and chat.type != "private":
             await self._send(chat.id, Reply(f"🔒 /{name} works in a private chat with me only."))
             await self._audit(inv, "denied", 0, "private chat only")
             return
-        if command.mutates:
+        if mutating:
             # Bad arguments are refused now: a confirmation is only asked for what can run.
             if command.check is None or await self._check(command, inv):
                 await self._ask_confirmation(command, inv)

@@ -144,7 +144,11 @@ class LocalTelegram:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # A client that hangs up (a killed bot, a stopped poller) ends its getUpdates at once, as
+        # at Telegram: only a poller still connected is terminated by a newer one (a 409).
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = int(self._runner.addresses[0][1])

@@ -37,14 +37,17 @@ class SidecarState:
     token: str | None = None
     max_body: int = 64 * 1024
     status: StatusProvider = _no_status
+    # The failover watchdog's state (GET /api/failover), what the peer asks before it polls.
+    failover: StatusProvider = _no_status
     # Called after an entry is stored (alerts, check-ins); a failing hook is logged, not fatal.
     on_entry: list[EntryHook] = field(default_factory=list)
     metrics: Registry = field(default_factory=Registry)
 
 
 STATE = web.AppKey("state", SidecarState)
-# Routes open without a token: what a peer's watchdog and a load balancer probe.
-PUBLIC_ROUTES = frozenset({"/healthz"})
+# Routes open without a token: what a peer's watchdog and a load balancer probe (the failover
+# state tells who polls Telegram, nothing more).
+PUBLIC_ROUTES = frozenset({"/healthz", "/api/failover"})
 
 
 def json_error(status: int, message: str) -> web.Response:

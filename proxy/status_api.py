@@ -1,4 +1,5 @@
-"""The status API (SPEC section 5): POST/GET /api/log, /api/status, /healthz, /metrics."""
+"""The status API (SPEC section 5): POST/GET /api/log, /api/status, /api/failover, /healthz,
+/metrics."""
 
 from __future__ import annotations
 
@@ -79,6 +80,11 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response({"node": state.node, **summary})
 
 
+async def get_failover(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response({"node": state.node, **(await state.failover())})
+
+
 async def healthz(request: web.Request) -> web.Response:
     # Answering at all proves the loop is alive, which is what the peer's watchdog asks.
     return web.json_response({"ok": True, "node": request.app[STATE].node})
@@ -95,5 +101,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/log", post_log)
     app.router.add_get("/api/log", get_log)
     app.router.add_get("/api/status", get_status)
+    app.router.add_get("/api/failover", get_failover)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
