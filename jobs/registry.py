@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from core.config import Config
 from jobs.base import JobSpec
+from jobs.checkins import checkin_monitor
+from jobs.cleaner import cleaner
 from jobs.commands import command_specs
+from jobs.healer import healer
+from jobs.heartbeat import heartbeat
 from jobs.retention import retention
+from jobs.status_report import status_report
+from jobs.system_cleanup import system_cleanup
 
 
 def builtin_jobs(config: Config) -> list[JobSpec]:
     jobs = config.jobs
     specs = [
         JobSpec("retention", "purges old status-log and audit rows", jobs.retention, retention),
+        JobSpec("healer", "verified auto-restarts, warnings, emergency mode", jobs.healer, healer),
+        JobSpec("cleaner", "simulators, orphan processes, port conflicts", jobs.cleaner, cleaner),
+        JobSpec("system_cleanup", "per-machine cleanup tasks", jobs.system_cleanup, system_cleanup),
+        JobSpec("heartbeat", "fleet sweep to heartbeat-data.json", jobs.heartbeat, heartbeat),
+        JobSpec("checkin_monitor", "watches check-ins", jobs.checkin_monitor, checkin_monitor),
+        JobSpec("status_report", "a digest for the chat", jobs.status_report, status_report),
     ]
     return specs + command_specs(jobs.commands)

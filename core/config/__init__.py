@@ -6,6 +6,7 @@ from core.config._jobs import (
     CommandJob,
     JobConfig,
     JobsConfig,
+    LlmAccountConfig,
     MiniConfig,
     OrgConfig,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "DatabaseConfig",
     "JobConfig",
     "JobsConfig",
+    "LlmAccountConfig",
     "LoadedConfig",
     "MachineConfig",
     "MiniConfig",

@@ -180,6 +180,14 @@ class ClawsConfig(_Model):
         return self
 
 
+class LlmAccountConfig(_Model):
+    """An LLM account the bots use; all of them in cooldown at once is emergency mode (SPEC 7b)."""
+
+    name: Name
+    provider: Annotated[str, Field(min_length=1, max_length=64)] = "anthropic"
+    description: str = ""
+
+
 class OrgConfig(_Model):
     slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     name: str

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from core.config._jobs import CheckinConfig, ClawsConfig, JobsConfig, OrgConfig
+from core.config._jobs import CheckinConfig, ClawsConfig, JobsConfig, LlmAccountConfig, OrgConfig
 from core.config._models import (
     DatabaseConfig,
     MachineConfig,
@@ -36,6 +36,7 @@ class Config(_Model):
     checkins: list[CheckinConfig] = []
     claws: ClawsConfig = ClawsConfig()
     orgs: list[OrgConfig] = []
+    llm_accounts: list[LlmAccountConfig] = []
 
     # -- derived values -------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ def cross_check(config: Config) -> list[Problem]:
     duplicates("checkins", [c.job_id for c in config.checkins])
     duplicates("jobs.commands", [c.name for c in config.jobs.commands])
     duplicates("orgs", [o.slug for o in config.orgs])
+    duplicates("llm_accounts", [a.name for a in config.llm_accounts])
     duplicates("claws.minis", [m.hostname for m in config.claws.minis])
 
     local = [m.name for m in config.machines if m.local]

@@ -1,0 +1,235 @@
+"""The healer: a health sweep, verified auto-restarts with a crash-loop guard, resource warnings
+and emergency mode (SPEC 4 and 7b).
+
+Restart policy, per service with ``auto_restart = true`` (its record is shared node state under
+``healer:MACHINE/SERVICE``, so it survives a restart and every node sees it):
+
+- at most ``max_restarts_per_run`` restarts per run, and one per service per run;
+- a restart counts as done only once verified: the manager says running and the health check (if
+  any) passes within a short settle window;
+- a restart is stable once the service is seen up ``min_uptime`` after it (checked right away
+  when ``min_uptime`` is short, else by a later run); a restart that is not verified, or after
+  which the service is found down before it was seen stable, is unstable;
+- after ``max_unstable`` unstable restarts the healer gives up: one critical observation on the
+  record's alert key, then no restart before ``min_uptime * 2**k`` (k: how often it gave up);
+- once the service has stayed up for ``min_uptime`` the record is cleared (and the key recovers).
+
+Services on an unreachable machine are left alone: the machine is the problem (the sweep already
+marks them skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from core.accounts import Accounts
+from core.config import ServiceConfig
+from core.config._jobs import HealerJob
+from core.errors import ClawopsError
+from core.health import MachineReport, SweepReport, run_check
+from core.tables import utcnow
+from jobs.base import Ending, JobContext, JobResult
+
+SETTLE = (2.0, 10.0)  # a restarted service has min_uptime, within these bounds, to come up
+STABLE_NOW = timedelta(seconds=15)  # min_uptime up to this is waited for within the run
+MAX_BACKOFF = timedelta(days=1)
+
+
+def _when(value: object) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value else None
+
+
+async def _up(ctx: JobContext, service: ServiceConfig, client: httpx.AsyncClient) -> bool:
+    """Running by its manager and passing its health check (if it has one)."""
+    try:
+        if not (await ctx.fleet.manager(service).status()).running:
+            return False
+        machine = ctx.fleet.machine(service.machine)
+        check = await run_check(service, machine, ctx.fleet.executor(machine.name), client)
+    except ClawopsError:
+        return False
+    return check is None or check.ok
+
+
+async def _verify(
+    ctx: JobContext, service: ServiceConfig, client: httpx.AsyncClient, settle: float
+) -> bool:
+    deadline = time.monotonic() + settle
+    while True:
+        if await _up(ctx, service, client):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.5)
+
+
+class Healer:
+    def __init__(self, ctx: JobContext, client: httpx.AsyncClient) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.settings: HealerJob = ctx.config.jobs.healer
+        self.restarted: list[dict[str, Any]] = []
+        self.gave_up: list[dict[str, Any]] = []
+        self.new_give_ups = 0
+
+    @staticmethod
+    def key(service: ServiceConfig) -> str:
+        return f"healer:{service.machine}/{service.name}"
+
+    async def _stable(self, service: ServiceConfig, record: dict[str, Any]) -> None:
+        """The service stayed up: forget its unstable restarts (and recover its alert key)."""
+        await self.ctx.state.delete(self.key(service))
+        if record.get("gave_up"):
+            message = f"{service.name} on {service.machine} is stable again"
+            if await self.ctx.alerts.observe(self.key(service), "ok", message):
+                self.ctx.wake_notifier()
+
+    async def _unstable(self, service: ServiceConfig, record: dict[str, Any]) -> dict[str, Any]:
+        record = {**record, "unstable": int(record.get("unstable", 0)) + 1, "pending": False}
+        # After a give-up, the one try past the back-off decides: unstable again, back off longer.
+        if record["unstable"] < self.settings.max_unstable and not record.get("gave_up"):
+            return record
+        times = int(record.get("give_ups", 0)) + 1
+        backoff = min(self.settings.min_uptime * 2**times, MAX_BACKOFF)
+        until = utcnow() + backoff
+        record.update(gave_up=True, give_ups=times, unstable=0, backoff_until=until.isoformat())
+        self.new_give_ups += 1
+        message = (
+            f"{service.name} on {service.machine}: gave up after {self.settings.max_unstable} "
+            f"unstable restarts (it does not stay up for {self.settings.min_uptime}); "
+            f"next try after {until:%H:%M:%S} UTC"
+        )
+        if await self.ctx.alerts.observe(self.key(service), "critical", message):
+            self.ctx.wake_notifier()
+        return record
+
+    async def tend(self, service: ServiceConfig, healthy: bool) -> None:
+        """One auto-restart service: settle its record, restart it if it is down and allowed."""
+        key = self.key(service)
+        record = await self.ctx.state.get(key) or {}
+        now = utcnow()
+        restarted_at = _when(record.get("last_restart_at"))
+        if healthy:
+            if record and (restarted_at is None or now - restarted_at >= self.settings.min_uptime):
+                await self._stable(service, record)
+            return
+        if record.get("pending"):  # restarted, verified, but down before it was seen stable
+            record = await self._unstable(service, record)
+            await self.ctx.state.put(key, record)
+        backoff_until = _when(record.get("backoff_until"))
+        if record.get("gave_up") and backoff_until is not None and now < backoff_until:
+            self.gave_up.append(
+                {"service": service.name, "machine": service.machine,
+                 "until": backoff_until.isoformat()}
+            )  # fmt: skip
+            return
+        if len(self.restarted) >= self.settings.max_restarts_per_run:
+            return
+        await self.restart(service, record)
+
+    async def restart(self, service: ServiceConfig, record: dict[str, Any]) -> None:
+        key = self.key(service)
+        entry: dict[str, Any] = {"service": service.name, "machine": service.machine}
+        self.restarted.append(entry)
+        started = utcnow()
+        record = {**record, "last_restart_at": started.isoformat(), "pending": False}
+        try:
+            await self.ctx.fleet.manager(service).restart()
+            low, high = SETTLE
+            settle = min(max(self.settings.min_uptime.total_seconds(), low), high)
+            verified = await _verify(self.ctx, service, self.client, settle)
+        except ClawopsError as exc:
+            entry["error"] = str(exc)
+            verified = False
+        entry["verified"] = verified
+        if verified and self.settings.min_uptime <= STABLE_NOW:
+            left = (started + self.settings.min_uptime - utcnow()).total_seconds()
+            await asyncio.sleep(max(left, 0) + 0.2)
+            stayed = await _up(self.ctx, service, self.client)
+            entry["verified"] = verified = stayed
+            if stayed:
+                await self._stable(service, record)
+                return
+        if verified:
+            await self.ctx.state.put(key, {**record, "pending": True})
+            return
+        before = self.new_give_ups
+        record = await self._unstable(service, record)
+        if self.new_give_ups > before:
+            self.gave_up.append(
+                {"service": service.name, "machine": service.machine,
+                 "until": record["backoff_until"]}
+            )  # fmt: skip
+        await self.ctx.state.put(key, record)
+
+
+def resource_warnings(settings: HealerJob, machines: list[MachineReport]) -> list[str]:
+    found = []
+    for report in machines:
+        m = report.metrics
+        if not report.reachable or m is None:
+            continue
+        for what, value, limit in (
+            ("swap", m.swap_percent, settings.swap_warn_percent),
+            ("memory", m.memory_percent, settings.memory_warn_percent),
+            ("disk", m.disk_percent, settings.disk_warn_percent),
+        ):
+            if value is not None and value > limit:
+                found.append(f"{report.name}: {what} {value:g}% (over {limit:g}%)")
+    return found
+
+
+async def emergency(ctx: JobContext) -> bool:
+    """Switch emergency mode on when every LLM account is limited, off when one is free."""
+    names = [a.name for a in ctx.config.llm_accounts]
+    accounts = Accounts(ctx.state)
+    current = await accounts.emergency()
+    if not names:
+        return current.on
+    now = utcnow()
+    limited = await accounts.all_limited(names, now)
+    if limited and not current.on:
+        reason = f"all {len(names)} LLM accounts are rate limited"
+        if await accounts.switch_emergency(True, reason, now):
+            await ctx.announce(
+                f"🚨 Emergency mode: every LLM account is rate limited ({', '.join(names)}); "
+                "bots go Ollama-only until a cooldown ends."
+            )
+    elif not limited and current.on:
+        free = sorted(set(names) - set(await accounts.cooldowns(now)))
+        if await accounts.switch_emergency(False, f"{', '.join(free)} available again", now):
+            await ctx.announce(f"✅ Emergency mode over: {', '.join(free)} is available again.")
+    return (await accounts.emergency()).on
+
+
+async def healer(ctx: JobContext) -> JobResult:
+    report: SweepReport = await ctx.sweep()
+    reachable = {m.name for m in report.machines if m.reachable}
+    unhealthy = {(s.machine, s.service) for s in report.unhealthy}
+    seen = {(s.machine, s.service) for s in report.services if not s.skipped}
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        work = Healer(ctx, client)
+        for service in ctx.config.services:
+            where = (service.machine, service.name)
+            if service.auto_restart and service.machine in reachable and where in seen:
+                await work.tend(service, where not in unhealthy)
+    warnings = resource_warnings(work.settings, report.machines)
+    mode = await emergency(ctx)
+    unverified = [r for r in work.restarted if not r["verified"]]
+    parts = [f"{len(report.unhealthy)} unhealthy", f"{len(work.restarted)} restarted"]
+    if unverified:
+        parts.append(f"{len(unverified)} not verified")
+    if work.gave_up:
+        parts.append("gave up on " + ", ".join(g["service"] for g in work.gave_up))
+    parts += warnings
+    if mode:
+        parts.append("emergency mode")
+    outcome: Ending = "warning" if warnings or unverified or work.new_give_ups else "ok"
+    data = {"restarted": work.restarted, "gave_up": work.gave_up, "warnings": warnings,
+            "emergency": mode}  # fmt: skip
+    return JobResult(outcome, "; ".join(parts), data)
