@@ -26,6 +26,7 @@ from core.db import Database, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
 from core.health import ServiceReport, SweepReport, sweep
+from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram
 from core.outbox import Outbox
@@ -265,6 +266,11 @@ class Node:
     async def _sweep_all(self) -> SweepReport:
         report = await sweep(self.fleet)
         self.last_sweep, self.last_sweep_at = report, utcnow()
+        try:
+            if await observe_sweep(self.alerts, report):
+                self._wake_notifier()
+        except StorageError as exc:  # the sweep itself is still good to show
+            log.warning("alerts: cannot record the sweep: %s", exc)
         return report
 
     @property

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot.node import Node
 from core.config import LoadedConfig, parse_config
 from core.executors import LocalExecutor
 from core.localtelegram import LocalTelegram, Sent
+from core.tables import alert_flips
 from tests.auxil.net import free_port
 from tests.auxil.sshd import SSHServer, start_sshd
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
@@ -105,6 +107,23 @@ async def test_status_shows_machines_up_and_down_and_the_unhealthy_services(node
     assert machines["msi"]["reachable"] is False and machines["here"]["reachable"] is True
     services = {s["name"]: s for s in summary["services"]}
     assert services["gateway"]["healthy"] is False and services["openssh"]["healthy"] is None
+
+
+async def test_a_sweep_alerts_once_per_machine_down_and_suppresses_its_services(node, tg):
+    await say(tg, GROUP, VIEWER, "/health", wait=10.0)
+    await say(tg, GROUP, VIEWER, "/health", wait=10.0)
+    down = {a.key: a.last_message for a in await node.alerts.open_alerts()}
+    assert set(down) == {"machine:msi", "service:mini/gateway"}
+    assert "1 service(s) on it not checked" in down["machine:msi"]
+    # Two sweeps, one flip per key: nothing is alerted twice.
+    async with node.db.connect() as conn:
+        flips = (await conn.execute(
+            select(alert_flips.c.key, alert_flips.c.new_state).order_by(alert_flips.c.id)
+        )).all()  # fmt: skip
+    assert sorted(tuple(f) for f in flips) == [
+        ("machine:msi", "down"),
+        ("service:mini/gateway", "down"),
+    ]
 
 
 async def test_health_reports_an_unreachable_machine_and_still_checks_the_others(node, tg):
