@@ -61,6 +61,19 @@ class Database:
             raise StorageError(f"database unreachable: {exc}") from exc
 
     @asynccontextmanager
+    async def begin_write(self) -> AsyncIterator[AsyncConnection]:
+        """``begin()`` holding the write lock from the first statement, for read-then-write.
+
+        On SQLite this is ``BEGIN IMMEDIATE``: writers queue at the start (busy timeout), so
+        what the transaction reads cannot go stale before it writes. On PostgreSQL it is plain
+        ``begin()``: lock the rows you decide on with ``SELECT ... FOR UPDATE``.
+        """
+        async with self.begin() as conn:
+            if self.dialect == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autobegin; nothing is committed)."""
         try:
