@@ -104,6 +104,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(url, user, chat, args.username, args.command)
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.main import run
+
+    return run(args.agent_config)
+
+
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"
@@ -148,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--username", default="operator", help="username to speak as")
     chat.add_argument("--url", help="local Bot API URL (default: from the config)")
     chat.set_defaults(func=cmd_chat)
+
+    agent = sub.add_parser("agent", help="run the Mini agent (supervises OpenClaw gateways)")
+    agent.add_argument(
+        "--config", dest="agent_config", metavar="PATH", required=True, help="agent.toml"
+    )
+    agent.set_defaults(func=cmd_agent)
     return parser
 
 

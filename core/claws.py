@@ -158,13 +158,21 @@ class Claws:
 
     # -- provisioning -------------------------------------------------------------------------
 
-    async def provision(self, org: str, slug: str, created_by: int | None = None) -> Claw:
-        """Place, start and wait for a claw; on failure undo everything and raise RemoteError."""
+    async def check_new(self, org: str, slug: str) -> Keyring:
+        """Refuse, before anything is done, a claw that cannot be provisioned as asked."""
         keyring = self._keys()
         if not SLUG.match(slug):
             raise InputError(f"claw name {slug!r}: lower-case letters, digits, '-'; 1-63 chars")
         if not await org_exists(self.db, org):
             raise InputError(f"no org {org!r} (orgs come from [[orgs]] in the config)")
+        existing = await self._select(claws.c.org == org, claws.c.slug == slug)
+        if existing:
+            raise InputError(f"claw {org}/{slug} exists ({existing[0].status})")
+        return keyring
+
+    async def provision(self, org: str, slug: str, created_by: int | None = None) -> Claw:
+        """Place, start and wait for a claw; on failure undo everything and raise RemoteError."""
+        keyring = await self.check_new(org, slug)
         token = secrets.token_urlsafe(32)
         sealed = keyring.seal(token, token_context(org, slug))
         placed = await reserve(self.db, org, slug, created_by, sealed)

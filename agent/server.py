@@ -1,0 +1,150 @@
+"""The agent's HTTP API (THE AGENT HTTP CONTRACT): bearer token on every route, JSON, "ok" always.
+
+Every failure is a non-2xx status with ``{"ok": false, "error"}`` — also aiohttp's own 404/405
+and anything unexpected (500), so a client never reads a failure as success.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.config import MIN_TOKEN
+from agent.fleet import Fleet, Refused
+from core.buckets import check_bucket_name
+from core.errors import ClawopsError, InputError, RemoteError
+
+log = logging.getLogger("clawops.agent")
+FLEET = web.AppKey("fleet", Fleet)
+TOKEN = web.AppKey("token", str)
+CLAW_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def fail(status: int, error: str) -> web.Response:
+    return web.json_response({"ok": False, "error": error}, status=status)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    header = request.headers.get("Authorization", "")
+    given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
+    if not given or not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+        return fail(401, "missing or wrong bearer token")
+    try:
+        return await handler(request)
+    except Refused as exc:
+        return fail(exc.status, str(exc))
+    except InputError as exc:
+        return fail(400, str(exc))
+    except RemoteError as exc:
+        return fail(502, str(exc))
+    except ClawopsError as exc:
+        return fail(500, str(exc))
+    except web.HTTPException as exc:
+        return fail(exc.status, exc.reason or "error")
+    except Exception as exc:  # recorded and answered as a failure, never as success
+        log.exception("agent: %s %s failed", request.method, request.path)
+        return fail(500, f"internal error: {type(exc).__name__}")
+
+
+def parse_create(body: Any) -> tuple[str, int, str, str | None, bool]:
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object")
+    claw_id, port, token = body.get("clawId"), body.get("port"), body.get("token")
+    bucket, restore = body.get("bucket"), body.get("restore", False)
+    if not isinstance(claw_id, str) or not CLAW_ID.match(claw_id):
+        raise InputError("clawId must match ^[a-z0-9][a-z0-9-]{0,62}$")
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise InputError("port must be an integer")
+    if not isinstance(token, str) or len(token) < MIN_TOKEN:
+        raise InputError(f"token must be a string of {MIN_TOKEN}+ characters")
+    if bucket is not None and (not isinstance(bucket, str) or not check_bucket_name(bucket)):
+        raise InputError("bucket must be a bucket name or null")
+    if not isinstance(restore, bool):
+        raise InputError("restore must be true or false")
+    return claw_id, port, token, bucket, restore
+
+
+async def create_claw(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("the body must be JSON") from None
+    claw, new = await request.app[FLEET].create(*parse_create(body))
+    return web.json_response({"ok": True, "claw": claw.info()}, status=201 if new else 200)
+
+
+async def list_claws(request: web.Request) -> web.Response:
+    claws = [c.info() for c in request.app[FLEET].claws.values()]
+    return web.json_response({"ok": True, "claws": claws})
+
+
+async def claw_status(request: web.Request) -> web.Response:
+    claw = request.app[FLEET].get(request.match_info["id"])
+    return web.json_response({"ok": True, "claw": claw.info()})
+
+
+async def restart_claw(request: web.Request) -> web.Response:
+    claw = await request.app[FLEET].restart(request.match_info["id"])
+    return web.json_response({"ok": True, "claw": claw.info()})
+
+
+async def delete_claw(request: web.Request) -> web.Response:
+    await request.app[FLEET].delete(request.match_info["id"])
+    return web.json_response({"ok": True})
+
+
+async def backup_claw(request: web.Request) -> web.Response:
+    key = await request.app[FLEET].backup(request.match_info["id"])
+    return web.json_response({"ok": True, "key": key})
+
+
+def memory_percent() -> float:
+    """Used memory in percent from /proc/meminfo (0.0 where there is none, e.g. macOS)."""
+    try:
+        fields = dict(
+            (line.split(":")[0], int(line.split()[1]))
+            for line in Path("/proc/meminfo").read_text().splitlines()
+        )
+        return round(100.0 * (1 - fields["MemAvailable"] / fields["MemTotal"]), 1)
+    except (OSError, KeyError, ValueError, ZeroDivisionError):
+        return 0.0
+
+
+async def health(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    disk = shutil.disk_usage(fleet.config.state_dir)
+    return web.json_response({
+        "ok": True, "capacity": fleet.config.max_claws, "claws": len(fleet.claws),
+        "load1": round(os.getloadavg()[0], 2), "memoryPercent": memory_percent(),
+        "diskPercent": round(100.0 * disk.used / disk.total, 1),
+    })  # fmt: skip
+
+
+def make_app(fleet: Fleet, token: str) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app[FLEET], app[TOKEN] = fleet, token
+
+    async def lifecycle(app: web.Application) -> Any:
+        await fleet.load()
+        yield
+        await fleet.shutdown()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/claws", create_claw)
+    app.router.add_get("/claws", list_claws)
+    app.router.add_get("/claws/{id}/status", claw_status)
+    app.router.add_post("/claws/{id}/restart", restart_claw)
+    app.router.add_delete("/claws/{id}", delete_claw)
+    app.router.add_post("/claws/{id}/backup", backup_claw)
+    app.router.add_get("/health", health)
+    return app

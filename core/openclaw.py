@@ -1,0 +1,228 @@
+"""A small client for the OpenClaw gateway's connect handshake (protocol 4).
+
+The gateway speaks first (event ``connect.challenge``); the client's first frame must be the
+``connect`` request; success is a ``res`` with ``payload.type == "hello-ok"``. Failures are
+translated into clawops errors::
+
+    RemoteError
+    ├── TokenRefused          the gateway refused the token (AUTH_TOKEN_MISMATCH)
+    ├── GatewayUnavailable    a retryable refusal (UNAVAILABLE while starting); .retry_after_ms
+    └── Unreachable           no connection, or no challenge/answer in time
+
+The frame builders and ``handshake_on`` work on a WebSocket that is already open, so the proxy can
+do the handshake itself and then hand the socket over. Limits: no device identity is sent
+(loopback ``gateway-client``/``backend`` connects keep their scopes without one); the granted
+scopes are reported in ``Hello.scopes`` and may be fewer than asked — check them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform as _platform
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from core.errors import RemoteError, Unreachable
+
+PROTOCOL = 4
+CLIENT_VERSION = "0.1.0"
+DEFAULT_SCOPES: tuple[str, ...] = ("operator.read", "operator.write")
+
+
+class TokenRefused(RemoteError):
+    """The gateway refused the token."""
+
+
+class GatewayUnavailable(RemoteError):
+    """The gateway refused for now (e.g. still starting); try again after ``retry_after_ms``."""
+
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The parts of ``hello-ok`` clawops uses; ``payload`` keeps the whole answer."""
+
+    protocol: int
+    role: str
+    scopes: tuple[str, ...]
+    server_version: str
+    main_session_key: str | None
+    payload: dict[str, Any] = field(repr=False)
+
+
+def connect_request(
+    token: str,
+    *,
+    request_id: str | None = None,
+    client_id: str = "gateway-client",
+    mode: str = "backend",
+    scopes: Sequence[str] = DEFAULT_SCOPES,
+    version: str = CLIENT_VERSION,
+    platform: str | None = None,
+) -> dict[str, Any]:
+    """The ``connect`` request frame (every schema is closed: send only known fields)."""
+    return {
+        "type": "req",
+        "id": request_id or str(uuid.uuid4()),
+        "method": "connect",
+        "params": {
+            "minProtocol": PROTOCOL,
+            "maxProtocol": PROTOCOL,
+            "client": {
+                "id": client_id,
+                "version": version,
+                "platform": platform or _platform.system().lower() or "unknown",
+                "mode": mode,
+            },
+            "role": "operator",
+            "scopes": list(scopes),
+            "auth": {"token": token},
+        },
+    }
+
+
+def challenge_of(frame: dict[str, Any]) -> dict[str, Any] | None:
+    """The challenge's payload ``{nonce, ts}`` if ``frame`` is the connect challenge."""
+    if frame.get("type") == "event" and frame.get("event") == "connect.challenge":
+        payload = frame.get("payload")
+        return payload if isinstance(payload, dict) else {}
+    return None
+
+
+def hello_of(frame: dict[str, Any], where: str = "gateway") -> Hello:
+    """Parse the answer to ``connect``: a ``Hello``, or the matching clawops error."""
+    if not frame.get("ok"):
+        raise refusal(frame.get("error") or {}, where)
+    payload = frame.get("payload")
+    if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
+        raise RemoteError(f"{where}: connect answered without hello-ok")
+    auth = payload.get("auth") or {}
+    snapshot = payload.get("snapshot") or {}
+    defaults = snapshot.get("sessionDefaults") or {}
+    return Hello(
+        protocol=int(payload.get("protocol", 0)),
+        role=str(auth.get("role", "")),
+        scopes=tuple(str(s) for s in auth.get("scopes") or ()),
+        server_version=str((payload.get("server") or {}).get("version", "")),
+        main_session_key=defaults.get("mainSessionKey"),
+        payload=payload,
+    )
+
+
+def refusal(error: dict[str, Any], where: str = "gateway") -> RemoteError:
+    """Translate a protocol ``error`` object into the most specific clawops error."""
+    code = str(error.get("code", "?"))
+    details = error.get("details") or {}
+    detail_code = str(details.get("code", "")) if isinstance(details, dict) else ""
+    message = str(error.get("message", ""))
+    if detail_code == "AUTH_TOKEN_MISMATCH" or code == "AUTH_TOKEN_MISMATCH":
+        return TokenRefused(f"{where} refused the token (AUTH_TOKEN_MISMATCH)")
+    if code == "UNAVAILABLE" or error.get("retryable"):
+        retry = error.get("retryAfterMs")
+        if retry is None and isinstance(details, dict):
+            retry = details.get("retryAfterMs")
+        return GatewayUnavailable(
+            f"{where} is not ready yet ({code}: {message})",
+            int(retry) if isinstance(retry, int | float) else None,
+        )
+    extra = f" ({detail_code})" if detail_code else ""
+    return RemoteError(f"{where} refused the connect: {code}{extra}: {message}")
+
+
+async def _next_frame(ws: aiohttp.ClientWebSocketResponse, where: str) -> dict[str, Any]:
+    msg = await ws.receive()
+    if msg.type == aiohttp.WSMsgType.TEXT:
+        try:
+            frame = json.loads(msg.data)
+        except json.JSONDecodeError:
+            raise RemoteError(f"{where} sent a frame that is not JSON") from None
+        if not isinstance(frame, dict):
+            raise RemoteError(f"{where} sent a frame that is not an object")
+        return frame
+    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+        code = ws.close_code
+        if code == 1013:
+            raise GatewayUnavailable(f"{where} closed the socket: try again later (1013)")
+        raise RemoteError(f"{where} closed the socket during the handshake (code {code})")
+    raise RemoteError(f"{where} sent an unexpected {msg.type.name} frame during the handshake")
+
+
+async def handshake_on(
+    ws: aiohttp.ClientWebSocketResponse,
+    token: str,
+    *,
+    client_id: str = "gateway-client",
+    mode: str = "backend",
+    scopes: Sequence[str] = DEFAULT_SCOPES,
+    timeout: float = 10.0,
+    where: str = "gateway",
+) -> Hello:
+    """Do the handshake on an open socket and leave it open for the caller.
+
+    1. Wait for ``connect.challenge`` (other frames before it are ignored).
+    2. Send ``connect``; skip events until the ``res`` with our id arrives.
+    3. Return the parsed ``Hello`` or raise (the socket is then the caller's to close).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while challenge_of(await _next_frame(ws, where)) is None:
+                pass
+    except TimeoutError:
+        raise Unreachable(f"{where}: no connect.challenge within {timeout:g}s") from None
+    request = connect_request(token, client_id=client_id, mode=mode, scopes=scopes)
+    await ws.send_str(json.dumps(request))
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await _next_frame(ws, where)
+                if frame.get("type") == "res" and frame.get("id") == request["id"]:
+                    return hello_of(frame, where)
+    except TimeoutError:
+        raise Unreachable(f"{where}: no answer to connect within {timeout:g}s") from None
+
+
+async def handshake(
+    url: str,
+    token: str,
+    *,
+    client_id: str = "gateway-client",
+    mode: str = "backend",
+    scopes: Sequence[str] = DEFAULT_SCOPES,
+    timeout: float = 10.0,
+) -> Hello:
+    """Open ``url``, complete the handshake with ``token``, close, and return the ``Hello``."""
+    where = f"gateway {url}"
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
+            ) as session,
+            session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws,
+        ):
+            return await handshake_on(
+                ws, token, client_id=client_id, mode=mode, scopes=scopes,
+                timeout=timeout, where=where,
+            )  # fmt: skip
+    except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as exc:
+        raise Unreachable(f"{where} unreachable: {exc or type(exc).__name__}") from None
+
+
+async def probe(url: str, token: str, timeout: float = 5.0) -> bool:
+    """True when a handshake with ``token`` gets hello-ok now; any failure is False."""
+    try:
+        await handshake(url, token, timeout=timeout)
+    except RemoteError:
+        return False
+    return True
+
+
+def gateway_url(port: int, host: str = "127.0.0.1") -> str:
+    return f"ws://{host}:{port}/"
