@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", dest="agent_config", metavar="PATH", required=True, help="agent.toml"
     )
     agent.set_defaults(func=cmd_agent)
+
+    from bot.cli_claws import add_parsers as add_claws_parsers
+
+    add_claws_parsers(sub, common)
     return parser
 
 

@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.builtin import BUILTIN
+from bot.claw_commands import CLAW_COMMANDS
 from bot.commands import Registry
 from bot.failover import FAILOVER_COMMANDS, Watchdog
 from bot.fleet_commands import FLEET_COMMANDS
@@ -21,6 +22,7 @@ from bot.notify import Notifier
 from bot.telegram import TelegramBot
 from core.alerts import Alerts
 from core.audit import AuditLog
+from core.claws import Claws
 from core.config import LoadedConfig, startup_refusals
 from core.db import Database, alembic_config
 from core.errors import StartupRefused, StorageError
@@ -29,6 +31,7 @@ from core.health import ServiceReport, SweepReport, sweep
 from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram
+from core.orgs import sync_orgs
 from core.outbox import Outbox
 from core.state import StateStore
 from core.statuslog import Entry, StatusLog
@@ -68,6 +71,8 @@ class Node:
         self.registry.extend(FLEET_COMMANDS)
         self.registry.extend(JOB_COMMANDS)
         self.registry.extend(FAILOVER_COMMANDS)
+        self.registry.extend(CLAW_COMMANDS)
+        self._claws: Claws | None = None
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
         self.last_sweep_at: datetime | None = None
@@ -112,6 +117,7 @@ class Node:
             "config: %s (node %s, role %s)", self.loaded.source, self.name, self.config.node.role
         )
         await self._open_database()
+        await sync_orgs(self.db, self.config.orgs)
         await self.statuslog.start()
         self._started.append("statuslog")
         self._feeder = asyncio.create_task(self._feed_alerts(), name="alert-feeder")
@@ -127,6 +133,8 @@ class Node:
         log.info("sidecar: listening on %s (%s)", self.sidecar.url, auth)
         self.scheduler.start()
         self._started.append("scheduler")
+        # Claws a crashed node left mid-way are looked at soon after start, not in 5 minutes.
+        self.jobs.run_soon("claw_recovery", 10)
         log.info("scheduler: started, %d job(s)", len(self.scheduler.get_jobs()))
         await self._start_bot()
 
@@ -175,6 +183,13 @@ class Node:
             log.warning("alerts: no alert chat (set telegram.alert_chat or allowed_chats)")
         self.notifier = Notifier(self.alerts, lambda: self.bot, chat_id, outbox=self.outbox)
         self.notifier.start()
+
+    def claws_service(self) -> Claws:
+        """The claws service (made on first use: a claws config problem is an answer to the
+        claws commands, not a reason for the node not to start)."""
+        if self._claws is None:
+            self._claws = Claws.from_config(self.db, self.config.claws)
+        return self._claws
 
     @property
     def active(self) -> bool:

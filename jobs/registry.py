@@ -9,6 +9,8 @@ from __future__ import annotations
 from core.config import Config
 from jobs.base import JobSpec
 from jobs.checkins import checkin_monitor
+from jobs.claw_recovery import SETTINGS as CLAW_RECOVERY
+from jobs.claw_recovery import claw_recovery
 from jobs.cleaner import cleaner
 from jobs.commands import command_specs
 from jobs.healer import healer
@@ -28,5 +30,8 @@ def builtin_jobs(config: Config) -> list[JobSpec]:
         JobSpec("heartbeat", "fleet sweep to heartbeat-data.json", jobs.heartbeat, heartbeat),
         JobSpec("checkin_monitor", "watches check-ins", jobs.checkin_monitor, checkin_monitor),
         JobSpec("status_report", "a digest for the chat", jobs.status_report, status_report),
+        JobSpec(
+            "claw_recovery", "finishes or rolls back stuck claws", CLAW_RECOVERY, claw_recovery
+        ),
     ]
     return specs + command_specs(jobs.commands)

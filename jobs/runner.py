@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -79,6 +79,12 @@ class JobRunner:
             name=spec.name, coalesce=True, max_instances=1, replace_existing=True,
             misfire_grace_time=max(1, int(spec.settings.misfire_grace.total_seconds())),
         )  # fmt: skip
+
+    def run_soon(self, name: str, delay: float) -> None:
+        """Move the next scheduled run of ``name`` to ``delay`` seconds from now."""
+        if self.scheduler.get_job(name) is not None:
+            when = datetime.now(UTC) + timedelta(seconds=delay)
+            self.scheduler.modify_job(name, next_run_time=when)
 
     def spec(self, name: str) -> JobSpec:
         spec = self.specs.get(name)

@@ -1,0 +1,117 @@
+"""Claws commands: /minis, /claws [org], /claw new|status|delete (SPEC 3 and 6)."""
+
+from __future__ import annotations
+
+from bot.builtin import ago
+from bot.commands import Command, Context, Reply, UsageError
+from bot.format import esc
+from core.claws import Claw, Claws
+from core.errors import InputError
+from core.minis import Minis
+
+STATUS_ICON = {"active": "🟢", "provisioning": "⏳", "error": "🔴", "deleting": "🗑"}
+MINI_ICON = {"online": "🟢", "draining": "🟡", "offline": "🔴"}
+
+
+def _claws(ctx: Context) -> Claws:
+    return ctx.node.claws_service()
+
+
+async def minis_command(ctx: Context) -> Reply:
+    minis = await Minis(ctx.node.db).list()
+    if not minis:
+        return Reply("No Mac Minis yet: <code>clawops minis add HOSTNAME …</code>")
+    lines = ["<b>Mac Minis</b>"]
+    for mini in minis:
+        seen = f" · seen {ago(mini.last_seen)}" if mini.last_seen else ""
+        lines.append(
+            f"{MINI_ICON.get(mini.status, '•')} <b>{esc(mini.hostname)}</b> · {mini.status} · "
+            f"{mini.used}/{mini.capacity} claws · ports {mini.ports}{seen}"
+        )
+    return Reply("\n".join(lines))
+
+
+def _claw_line(claw: Claw) -> str:
+    where = f" · {esc(claw.mini)}:{claw.mini_port}" if claw.mini else ""
+    error = f"\n   {esc(claw.error[:200])}" if claw.status == "error" and claw.error else ""
+    icon = STATUS_ICON.get(claw.status, "•")
+    return f"{icon} <b>{esc(claw.org)}/{esc(claw.slug)}</b> · {claw.status}{where}{error}"
+
+
+async def claws_command(ctx: Context) -> Reply:
+    if len(ctx.inv.args) > 1:
+        raise UsageError("at most one org")
+    org = ctx.inv.args[0] if ctx.inv.args else None
+    found = await _claws(ctx).list(org)
+    if not found:
+        return Reply("No claws" + (f" in {esc(org)}." if org else " yet: /claw new ORG NAME"))
+    return Reply("\n".join(_claw_line(c) for c in found))
+
+
+async def _find(ctx: Context, name: str) -> Claw:
+    """``ORG/NAME``, or ``NAME`` when only one org has a claw of that name."""
+    service = _claws(ctx)
+    if "/" in name:
+        org, slug = name.split("/", 1)
+        return await service.get(org, slug)
+    matches = [c for c in await service.list() if c.slug == name]
+    if not matches:
+        raise InputError(f"no claw {name!r}")
+    if len(matches) > 1:
+        orgs = ", ".join(sorted(c.org for c in matches))
+        raise InputError(f"{name!r} exists in {orgs}: say ORG/{name}")
+    return matches[0]
+
+
+def _mutates(args: tuple[str, ...]) -> bool:
+    return bool(args) and args[0] in ("new", "delete")
+
+
+def _usage(args: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    if not args or args[0] not in ("new", "status", "delete"):
+        raise UsageError("new ORG NAME, status NAME or delete NAME")
+    verb, rest = args[0], args[1:]
+    if verb == "new" and len(rest) != 2:
+        raise UsageError("/claw new ORG NAME")
+    if verb in ("status", "delete") and len(rest) != 1:
+        raise UsageError(f"/claw {verb} NAME (or ORG/NAME)")
+    return verb, rest
+
+
+async def claw_check(ctx: Context) -> None:
+    verb, rest = _usage(ctx.inv.args)
+    if verb == "delete":
+        await _find(ctx, rest[0])
+    if verb == "new":
+        await _claws(ctx).check_new(rest[0], rest[1])
+
+
+async def claw_command(ctx: Context) -> Reply:
+    verb, rest = _usage(ctx.inv.args)
+    service = _claws(ctx)
+    if verb == "new":
+        claw = await service.provision(rest[0], rest[1], created_by=ctx.inv.user_id)
+        return Reply("🟢 Claw ready\n" + _claw_line(claw) + _gateway(claw))
+    claw = await _find(ctx, rest[0])
+    if verb == "delete":
+        await service.deprovision(claw.org, claw.slug)
+        return Reply(f"🗑 <b>{esc(claw.org)}/{esc(claw.slug)}</b> deleted (agent, bucket, port).")
+    steps = ", ".join(claw.steps) or "none"
+    return Reply(
+        _claw_line(claw) + _gateway(claw)
+        + f"\nsteps done: {esc(steps)}\ncreated {ago(claw.created_at)}, "
+        f"changed {ago(claw.updated_at)}"
+    )  # fmt: skip
+
+
+def _gateway(claw: Claw) -> str:
+    return f"\ngateway: <code>{esc(claw.gateway_url)}</code>" if claw.gateway_url else ""
+
+
+CLAW_COMMANDS = [
+    Command("minis", "Mac Mini fleet: status, capacity, used ports", minis_command),
+    Command("claws", "Claws, of one org or all", claws_command, usage="[org]"),
+    Command("claw", "Claw lifecycle: new, status, delete", claw_command,
+            usage="new ORG NAME | status NAME | delete NAME", check=claw_check,
+            mutates_when=_mutates),
+]  # fmt: skip

@@ -1,0 +1,120 @@
+"""``clawops minis …`` and ``clawops secrets …``: the claws inventory and its keys (SPEC 1, 6)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from core.config import LoadedConfig, load_config
+from core.crypto import Keyring, generate_key
+from core.db import Database
+from core.errors import StartupRefused
+from core.minis import Mini, Minis
+from core.provision import rotate_secrets
+
+T = TypeVar("T")
+
+
+async def _with_db(loaded: LoadedConfig, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Open the configured database (brought up to date on SQLite, checked on PostgreSQL)."""
+    from bot.node import head_revision
+
+    db = Database(loaded.database_url)
+    try:
+        if db.dialect == "sqlite":
+            await db.upgrade()
+        if await db.revision() != head_revision():
+            raise StartupRefused("the database is not up to date: run `clawops db upgrade`")
+        return await work(db)
+    finally:
+        await db.close()
+
+
+def _run(args: argparse.Namespace, work: Callable[[Database], Awaitable[T]]) -> T:
+    return asyncio.run(_with_db(load_config(args.config), work))
+
+
+def _keyring_if_set(loaded: LoadedConfig) -> Keyring | None:
+    import os
+
+    env = loaded.config.claws.secret_key_env
+    return Keyring.from_env(env) if os.environ.get(env) else None
+
+
+def _line(mini: Mini) -> str:
+    where = f", tunnel *.{mini.tunnel_suffix}" if mini.tunnel_suffix else f", {mini.address}"
+    return (
+        f"{mini.hostname}: {mini.status}, {mini.used}/{mini.capacity} claws, "
+        f"ports {mini.ports}, agent {mini.agent_url}{where}"
+    )
+
+
+def cmd_minis(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+
+    async def work(db: Database) -> list[str]:
+        minis = Minis(db, _keyring_if_set(loaded))
+        if args.minis_command == "add":
+            mini = await minis.add(
+                args.hostname, args.agent_url, ports=args.ports, capacity=args.capacity,
+                agent_token_env=args.agent_token_env, tunnel_suffix=args.tunnel_suffix,
+                gateway_host=args.gateway_host,
+            )  # fmt: skip
+            return [f"added {_line(mini)}"]
+        if args.minis_command == "drain":
+            return [f"draining {_line(await minis.drain(args.hostname))}"]
+        if args.minis_command == "online":
+            return [f"online {_line(await minis.undrain(args.hostname))}"]
+        if args.minis_command == "remove":
+            await minis.remove(args.hostname)
+            return [f"removed {args.hostname}"]
+        return [_line(m) for m in await minis.list()] or ["no Mac Minis yet"]
+
+    for line in asyncio.run(_with_db(loaded, work)):
+        print(line)
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    if args.secrets_command == "generate":
+        print(generate_key())
+        return 0
+    loaded = load_config(args.config)
+    keyring = Keyring.from_env(loaded.config.claws.secret_key_env)
+
+    async def work(db: Database) -> int:
+        return await rotate_secrets(db, keyring)
+
+    changed = asyncio.run(_with_db(loaded, work))
+    print(f"re-encrypted {changed} secret(s) with key {keyring.current}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: argparse.ArgumentParser) -> None:  # fmt: skip
+    minis = sub.add_parser("minis", help="the Mac Mini inventory for claws")
+    minis_sub = minis.add_subparsers(dest="minis_command", required=True, metavar="COMMAND")
+    add = minis_sub.add_parser("add", parents=[common], help="add a Mac Mini")
+    add.add_argument("hostname")
+    add.add_argument("--agent-url", required=True, help="the Mini agent's URL")
+    add.add_argument("--agent-token-env", required=True, metavar="NAME",
+                     help="environment variable holding the agent's token")  # fmt: skip
+    add.add_argument("--ports", required=True, help="port range for gateways, e.g. 3001-3100")
+    add.add_argument("--capacity", required=True, type=int, help="most claws on this Mini")
+    add.add_argument("--tunnel-suffix", help="claw-<id>-<suffix> is each claw's hostname")
+    add.add_argument("--gateway-host", help="address of the gateways when there is no tunnel")
+    for verb, text in (("drain", "take no new claws"), ("online", "take claws again"),
+                       ("remove", "forget a Mini that holds no claw")):  # fmt: skip
+        one = minis_sub.add_parser(verb, parents=[common], help=text)
+        one.add_argument("hostname")
+    minis_sub.add_parser("list", parents=[common], help="list the Minis")
+    minis.set_defaults(func=cmd_minis)
+
+    secrets = sub.add_parser("secrets", help="the encryption keys of claws secrets")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True, metavar="COMMAND")
+    secrets_sub.add_parser("generate", help="print a new random key")
+    secrets_sub.add_parser("rotate", parents=[common],
+                           help="re-encrypt every secret with the current (first) key")  # fmt: skip
+    secrets.set_defaults(func=cmd_secrets)
