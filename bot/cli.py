@@ -110,6 +110,57 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run(args.agent_config)
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from alembic.script import ScriptDirectory
+
+    from core.db import Database, alembic_config
+    from core.errors import StorageError
+    from core.websessions import WebAuth
+
+    loaded = _load(args)
+
+    async def act() -> None:
+        db = Database(loaded.database_url)
+        try:
+            if db.dialect == "sqlite":
+                await db.upgrade()  # as `clawops run` does on SQLite
+            head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+            current = await db.revision()
+            if current != head:
+                raise StorageError(
+                    f"the database is at revision {current or 'none'}, this clawops needs "
+                    f"{head}: run `clawops db upgrade`"
+                )
+            auth = WebAuth(db)
+            if args.tokens_command == "create":
+                secret = await auth.create_token(args.user, args.name)
+                print(secret)
+                print(
+                    f"API token {args.name!r} for user {args.user} created. It is shown only "
+                    "now; scripts send it as `Authorization: Bearer TOKEN`.",
+                    file=sys.stderr,
+                )
+            elif args.tokens_command == "revoke":
+                info = await auth.revoke_token(args.name)
+                print(f"revoked API token {info.name!r} (id {info.id}, user {info.user_id})")
+            else:
+                tokens = await auth.tokens()
+                if not tokens:
+                    print("no API tokens")
+                for t in tokens:
+                    used = f"{t.last_used:%Y-%m-%d %H:%M}" if t.last_used else "never"
+                    state = "active" if t.active else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
+                    print(
+                        f"{t.id:>4}  {t.name:<24} user {t.user_id:<12} created "
+                        f"{t.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}"
+                    )
+        finally:
+            await db.close()
+
+    asyncio.run(act())
+    return 0
+
+
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"
@@ -164,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli_claws import add_parsers as add_claws_parsers
 
     add_claws_parsers(sub, common)
+    tokens = sub.add_parser("tokens", help="API tokens for scripts (web sign-in)")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
+    create = tokens_sub.add_parser(
+        "create", parents=[common], help="make a token (its secret is printed once)"
+    )
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--user", type=int, required=True, help="Telegram user id it acts as")
+    create.set_defaults(func=cmd_tokens)
+    listing = tokens_sub.add_parser("list", parents=[common], help="list tokens (no secrets)")
+    listing.set_defaults(func=cmd_tokens)
+    revoke = tokens_sub.add_parser("revoke", parents=[common], help="revoke a token")
+    revoke.add_argument("name", metavar="NAME", help="its name (or id)")
+    revoke.set_defaults(func=cmd_tokens)
     return parser
 
 

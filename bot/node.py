@@ -20,6 +20,7 @@ from bot.fleet_commands import FLEET_COMMANDS
 from bot.job_commands import JOB_COMMANDS
 from bot.notify import Notifier
 from bot.telegram import TelegramBot
+from bot.web_commands import WEB_COMMANDS
 from core.alerts import Alerts
 from core.audit import AuditLog
 from core.claws import Claws
@@ -71,6 +72,7 @@ class Node:
         self.registry.extend(FLEET_COMMANDS)
         self.registry.extend(JOB_COMMANDS)
         self.registry.extend(FAILOVER_COMMANDS)
+        self.registry.extend(WEB_COMMANDS)
         self.registry.extend(CLAW_COMMANDS)
         self._claws: Claws | None = None
         self.fleet = Fleet(self.config)
@@ -103,6 +105,7 @@ class Node:
             status=self.status_summary,
             failover=self.failover_state,
             on_entry=[self._observe_entry],
+            public_url=self.config.sidecar.public_url,
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port

@@ -239,3 +239,47 @@ claws = Table(
     UniqueConstraint("org", "slug"),
     UniqueConstraint("mini_id", "mini_port"),
 )
+
+# -- web sign-in (SPEC 7) ----------------------------------------------------------------------
+# Only SHA-256 hashes of the secrets are stored: a copy of the database signs nobody in.
+
+# One-time login links answered by /web; ``used_at`` is claimed with a conditional update.
+web_logins = Table(
+    "web_logins",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+# Browser sessions made by redeeming a login link (the ``clawops_session`` cookie).
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("session_hash", String(64), nullable=False, unique=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("user_agent", String(300), nullable=False, server_default=""),
+    Index("ix_web_sessions_user_id", "user_id"),
+)
+
+# API tokens for scripts (``clawops tokens``): ``Authorization: Bearer <token>``.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_used", UtcDateTime, nullable=True),
+    Index("ix_api_tokens_name", "name"),
+)

@@ -42,12 +42,15 @@ class SidecarState:
     # Called after an entry is stored (alerts, check-ins); a failing hook is logged, not fatal.
     on_entry: list[EntryHook] = field(default_factory=list)
     metrics: Registry = field(default_factory=Registry)
+    # The sidecar's public URL (config sidecar.public_url): https makes the session cookie Secure.
+    public_url: str | None = None
 
 
 STATE = web.AppKey("state", SidecarState)
-# Routes open without a token: what a peer's watchdog and a load balancer probe (the failover
-# state tells who polls Telegram, nothing more).
-PUBLIC_ROUTES = frozenset({"/healthz", "/api/failover"})
+# Routes open without the sidecar's token, by canonical path: what a peer's watchdog and a load
+# balancer probe (the failover state tells who polls Telegram, nothing more), and the browser's
+# routes, which authenticate users themselves (proxy.web: session cookie or API token).
+PUBLIC_ROUTES = frozenset({"/healthz", "/api/failover", "/login/{secret}", "/logout", "/claws"})
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -75,7 +78,8 @@ async def _bearer_token(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     token = request.app[STATE].token
-    if token is None or request.path in PUBLIC_ROUTES:
+    resource = request.match_info.route.resource
+    if token is None or (resource is not None and resource.canonical in PUBLIC_ROUTES):
         return await handler(request)
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
@@ -114,6 +118,7 @@ async def _count_requests(
 
 def create_app(state: SidecarState) -> web.Application:
     from proxy import status_api
+    from proxy import web as web_routes
 
     app = web.Application(
         client_max_size=state.max_body,
@@ -121,6 +126,7 @@ def create_app(state: SidecarState) -> web.Application:
     )
     app[STATE] = state
     status_api.setup_routes(app)
+    web_routes.setup_routes(app)
     return app
 
 

@@ -23,6 +23,7 @@ from tests.core.test_ports import start_listener
 from tests.core.test_services import LOCAL, PM2_BIN, needs_pm2
 
 PM2_NAME = "aphos-server-dev"
+ALERTS = -700  # alerts go to their own chat, so replies in GROUP are only the replies
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ async def start_fleet_node(
     config = parse_config({
         "node": {"name": "test", "data_dir": str(tmp_path / "data")},
         "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
+                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER],
+                     "alert_chat": ALERTS},
         "sidecar": {"port": free_port()},
         "machines": [
             {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True},
@@ -123,6 +125,15 @@ async def test_a_sweep_alerts_once_per_machine_down_and_suppresses_its_services(
     assert sorted(tuple(f) for f in flips) == [
         ("machine:msi", "down"),
         ("service:mini/gateway", "down"),
+    ]
+    for _ in range(50):
+        alerted = [s.text for s in tg.sent if s.chat_id == ALERTS]
+        if len(alerted) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(a.split("\n")[0] for a in alerted) == [
+        "🔴 <b>machine:msi</b> is down",
+        "🔴 <b>service:mini/gateway</b> is down",
     ]
 
 
