@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.agent_client import AgentClient
@@ -100,6 +100,19 @@ def agent_client(
     )  # fmt: skip
 
 
+def with_usage() -> Select[Any]:
+    """Every Mini with ``used``: the number of claws holding one of its ports."""
+    used = (
+        select(claws.c.mini_id, func.count().label("used"))
+        .where(claws.c.mini_id.is_not(None))
+        .group_by(claws.c.mini_id)
+        .subquery()
+    )
+    return select(mac_minis, func.coalesce(used.c.used, 0).label("used")).outerjoin(
+        used, used.c.mini_id == mac_minis.c.id
+    )
+
+
 def mini_from_row(row: Any, used: int = 0) -> Mini:
     return Mini(
         id=row.id, hostname=row.hostname, agent_url=row.agent_url,
@@ -167,17 +180,7 @@ class Minis:
         return await self.get(hostname)
 
     async def list(self) -> list[Mini]:
-        used = (
-            select(claws.c.mini_id, func.count().label("used"))
-            .where(claws.c.mini_id.is_not(None))
-            .group_by(claws.c.mini_id)
-            .subquery()
-        )
-        query = (
-            select(mac_minis, func.coalesce(used.c.used, 0).label("used"))
-            .outerjoin(used, used.c.mini_id == mac_minis.c.id)
-            .order_by(mac_minis.c.hostname)
-        )
+        query = with_usage().order_by(mac_minis.c.hostname)
         async with self.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [mini_from_row(row, int(row.used)) for row in rows]

@@ -24,14 +24,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.crypto import Keyring
 from core.db import Database
 from core.errors import InputError, StorageError
-from core.minis import Mini, mini_from_row
+from core.minis import Mini, mini_from_row, with_usage
 from core.tables import claws, mac_minis, utcnow
 
 MAX_ATTEMPTS = 100
@@ -141,18 +141,7 @@ async def _lock_with_room(
 
 
 async def _online_minis(conn: AsyncConnection) -> list[Mini]:
-    used = (
-        select(claws.c.mini_id, func.count().label("used"))
-        .where(claws.c.mini_id.is_not(None))
-        .group_by(claws.c.mini_id)
-        .subquery()
-    )
-    query = (
-        select(mac_minis, func.coalesce(used.c.used, 0).label("used"))
-        .outerjoin(used, used.c.mini_id == mac_minis.c.id)
-        .where(mac_minis.c.status == "online")
-        .order_by("used", mac_minis.c.id)
-    )
+    query = with_usage().where(mac_minis.c.status == "online").order_by("used", mac_minis.c.id)
     return [mini_from_row(row, int(row.used)) for row in (await conn.execute(query)).all()]
 
 

@@ -15,6 +15,7 @@ from core.buckets import S3Settings
 from core.db import Database
 from core.tables import metadata
 
+PM2_BIN = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin"
 PG_ADMIN = os.environ.get("CLAWOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -79,3 +80,28 @@ def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> S3Settings:
     monkeypatch.setenv("CLAWOPS_TEST_S3_KEY", "testing")
     monkeypatch.setenv("CLAWOPS_TEST_S3_SECRET", "testing")
     return S3Settings(s3_url, "testing", "testing", "us-east-1")
+
+
+@pytest.fixture
+async def pm2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Path]:
+    """A real PM2 (from npm, in .tools/) with its own PM2_HOME, running one small node app
+    named ``aphos-server-dev``; PM2 is killed afterwards. Tests using it mark ``needs_pm2``."""
+    from core.config import MachineConfig
+    from core.executors import LocalExecutor
+
+    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2home"))
+    monkeypatch.setenv("PATH", f"{PM2_BIN}:{os.environ['PATH']}")
+    app = tmp_path / "server.js"
+    app.write_text(
+        "console.log('aphos listening');\n"
+        "require('http').createServer((q, s) => s.end('ok')).listen(0);\n"
+    )
+    executor = LocalExecutor(
+        MachineConfig(name="here", os="linux", address="127.0.0.1", local=True)
+    )
+    result = await executor.run(
+        ["pm2", "start", str(app), "--name", "aphos-server-dev"], timeout=60
+    )
+    assert result.ok, result.stderr
+    yield app
+    await executor.run(["pm2", "kill"], timeout=60)

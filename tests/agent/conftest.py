@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.fleet import port_free
 from tests.auxil.net import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,17 +37,6 @@ def pid_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # as a server would bind: a port with only TIME_WAIT connections left is free
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def toml_value(value: Any) -> str:

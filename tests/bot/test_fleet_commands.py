@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,13 @@ from sqlalchemy import select
 
 from bot.node import Node
 from core.config import LoadedConfig, parse_config
-from core.executors import LocalExecutor
 from core.localtelegram import LocalTelegram, Sent
 from core.tables import alert_flips
 from tests.auxil.net import free_port
 from tests.auxil.sshd import SSHServer, start_sshd
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
 from tests.core.test_ports import start_listener
-from tests.core.test_services import LOCAL, PM2_BIN, needs_pm2
+from tests.core.test_services import needs_pm2
 
 PM2_NAME = "aphos-server-dev"
 ALERTS = -700  # alerts go to their own chat, so replies in GROUP are only the replies
@@ -224,25 +222,9 @@ async def test_a_viewer_cannot_restart_or_kill(node, tg):
 # -- PM2, for real, through the bot ----------------------------------------------------------
 
 
-@pytest.fixture
-async def pm2_app(tmp_path, monkeypatch):
-    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2home"))
-    monkeypatch.setenv("PATH", f"{PM2_BIN}:{os.environ['PATH']}")
-    app = tmp_path / "server.js"
-    app.write_text(
-        "console.log('aphos listening');\n"
-        "require('http').createServer((q, s) => s.end('ok')).listen(0);\n"
-    )
-    executor = LocalExecutor(LOCAL)
-    result = await executor.run(["pm2", "start", str(app), "--name", PM2_NAME], timeout=60)
-    assert result.ok, result.stderr
-    yield app
-    await executor.run(["pm2", "kill"], timeout=60)
-
-
 @needs_pm2
 async def test_restart_of_a_pm2_service_reports_it_running_with_a_new_pid(
-    tmp_path, monkeypatch, tg, sshd, pm2_app
+    tmp_path, monkeypatch, tg, sshd, pm2
 ):
     services = [{"name": PM2_NAME, "machine": "here", "manager": "pm2"}]
     node = await start_fleet_node(tmp_path, monkeypatch, tg, sshd, services)

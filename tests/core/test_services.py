@@ -19,10 +19,10 @@ from core.services.pm2 import parse_jlist
 from core.services.systemd import parse_show
 from core.services.windows import parse_service_json
 from tests.auxil.sshd import start_sshd
+from tests.conftest import PM2_BIN
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "services"
-PM2_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 LOCAL = MachineConfig(name="here", os="linux", address="127.0.0.1", local=True)
 
 needs_pm2 = pytest.mark.skipif(
@@ -163,25 +163,6 @@ async def test_logs_tail_the_configured_file(tmp_path):
 
 
 # -- PM2, for real ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pm2(tmp_path, monkeypatch):
-    home = tmp_path / "pm2home"
-    monkeypatch.setenv("PM2_HOME", str(home))
-    monkeypatch.setenv("PATH", f"{PM2_BIN}:{os.environ['PATH']}")
-    app = tmp_path / "server.js"
-    app.write_text(
-        "console.log('aphos listening');\n"
-        "require('http').createServer((q, s) => s.end('ok')).listen(0);\n"
-    )
-    executor = LocalExecutor(LOCAL)
-    result = await executor.run(
-        ["pm2", "start", str(app), "--name", "aphos-server-dev"], timeout=60
-    )
-    assert result.ok, result.stderr
-    yield app
-    await executor.run(["pm2", "kill"], timeout=60)
 
 
 @needs_pm2
