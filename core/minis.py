@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,9 +20,10 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.agent_client import AgentClient
+from core.config import MiniConfig
 from core.crypto import Keyring, SecretsError
 from core.db import Database
-from core.errors import InputError, StorageError
+from core.errors import InputError, StartupRefused, StorageError
 from core.tables import claws, mac_minis, utcnow
 
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,199}$")
@@ -232,3 +234,29 @@ class Minis:
                     f"{hostname} still holds {held} claw(s): drain it and delete them first"
                 )
             await conn.execute(delete(mac_minis).where(mac_minis.c.id == mini_id))
+
+
+async def seed_minis(db: Database, configured: Sequence[MiniConfig]) -> list[str]:
+    """Add the config's ``[[claws.minis]]`` that the inventory lacks; the hostnames added.
+
+    The inventory is then managed with ``clawops minis``: the config never changes or removes
+    a Mini already there. A config Mini the inventory refuses stops the node's start.
+    """
+    minis = Minis(db)
+    existing = {m.hostname for m in await minis.list()}
+    added: list[str] = []
+    for index, mini in enumerate(configured):
+        if mini.hostname in existing:
+            continue
+        try:
+            await minis.add(
+                mini.hostname, mini.agent_url, ports=mini.ports, capacity=mini.capacity,
+                agent_token_env=mini.agent_token_env, tunnel_suffix=mini.tunnel_suffix,
+                gateway_host=mini.gateway_host,
+            )  # fmt: skip
+        except InputError as exc:
+            if "already in the inventory" in str(exc):
+                continue  # another node seeded it first
+            raise StartupRefused(f"claws.minis[{index}] ({mini.hostname}): {exc}") from None
+        added.append(mini.hostname)
+    return added

@@ -110,3 +110,31 @@ async def test_a_mini_holding_claws_cannot_be_removed_and_one_without_can(db):
         await conn.execute(claws.delete())
     await minis.remove("mini-1")
     assert await count(db) == 0
+
+
+async def test_the_configs_minis_seed_the_inventory_once_and_never_overwrite_it(db):
+    from core.config import MiniConfig
+    from core.minis import seed_minis
+
+    configured = [
+        MiniConfig(hostname="felipes-mac-mini", agent_url="http://127.0.0.1:7600",
+                   agent_token_env="MINI_TOKEN", ports="18800-18899", capacity=6,
+                   tunnel_suffix="mini1.claws.example.dev"),
+    ]  # fmt: skip
+    assert await seed_minis(db, configured) == ["felipes-mac-mini"]
+    await Minis(db).drain("felipes-mac-mini")
+    assert await seed_minis(db, configured) == []
+    (mini,) = await Minis(db).list()
+    assert (mini.status, mini.capacity, mini.ports) == ("draining", 6, "18800-18899")
+
+
+async def test_a_config_mini_the_inventory_refuses_stops_the_start(db):
+    from core.config import MiniConfig
+    from core.errors import StartupRefused
+    from core.minis import seed_minis
+
+    bad = MiniConfig(hostname="m", agent_url="ftp://nope", agent_token_env="T", ports="10-20",
+                     capacity=2)  # fmt: skip
+    with pytest.raises(StartupRefused, match=r"claws.minis\[0\] \(m\): agent_url"):
+        await seed_minis(db, [bad])
+    assert await count(db) == 0
