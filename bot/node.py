@@ -32,6 +32,7 @@ from core.health import ServiceReport, SweepReport, sweep
 from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram
+from core.minis import seed_minis
 from core.orgs import sync_orgs
 from core.outbox import Outbox
 from core.state import StateStore
@@ -106,6 +107,8 @@ class Node:
             failover=self.failover_state,
             on_entry=[self._observe_entry],
             public_url=self.config.sidecar.public_url,
+            claws=self.claws_service,
+            data_dir=loaded.data_dir,
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port
@@ -121,6 +124,8 @@ class Node:
         )
         await self._open_database()
         await sync_orgs(self.db, self.config.orgs)
+        for hostname in await seed_minis(self.db, self.config.claws.minis):
+            log.info("claws: Mac Mini %s added to the inventory from the config", hostname)
         await self.statuslog.start()
         self._started.append("statuslog")
         self._feeder = asyncio.create_task(self._feed_alerts(), name="alert-feeder")
@@ -198,6 +203,10 @@ class Node:
     def active(self) -> bool:
         """The active node is the one talking to Telegram (or the only one, with no bot)."""
         return self.bot is None or self.bot.polling
+
+    async def _announce(self, text: str) -> None:
+        await self.outbox.put(text)
+        self._wake_notifier()
 
     def _wake_notifier(self) -> None:
         if self.notifier is not None:

@@ -10,14 +10,17 @@ translated into clawops errors::
     └── Unreachable           no connection, or no challenge/answer in time
 
 The frame builders and ``handshake_on`` work on a WebSocket that is already open, so the proxy can
-do the handshake itself and then hand the socket over. Limits: no device identity is sent
-(loopback ``gateway-client``/``backend`` connects keep their scopes without one); the granted
+do the handshake itself and then hand the socket over. With a ``DeviceIdentity`` (an Ed25519
+key) the ``connect`` carries a signed ``device`` proof (payload ``v3``, see ``DeviceIdentity``);
+without one, loopback ``gateway-client``/``backend`` connects still keep their scopes. The granted
 scopes are reported in ``Hello.scopes`` and may be fewer than asked — check them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import platform as _platform
 import uuid
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from core.errors import RemoteError, Unreachable
 
@@ -58,6 +63,50 @@ class Hello:
     payload: dict[str, Any] = field(repr=False)
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """An Ed25519 device key; ``proof`` builds the ``connect.params.device`` object.
+
+    ``id`` is the hex SHA-256 of the raw 32-byte public key; ``publicKey`` that raw key in
+    base64url without padding; the signature covers the UTF-8 string
+    ``v3|id|client id|mode|role|scopes,joined|signedAt|token|nonce|platform|deviceFamily``
+    (platform and family lowercased), with ``signedAt``/``nonce`` from the challenge.
+    """
+
+    key: Ed25519PrivateKey = field(repr=False)
+    family: str = ""
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def device_id(self) -> str:
+        return hashlib.sha256(self.public_raw).hexdigest()
+
+    def payload(self, *, client_id: str, mode: str, role: str, scopes: Sequence[str],
+                signed_at: int, token: str, nonce: str, platform: str) -> str:  # fmt: skip
+        parts = [
+            "v3", self.device_id, client_id, mode, role, ",".join(scopes), str(signed_at),
+            token, nonce, platform.lower(), self.family.lower(),
+        ]  # fmt: skip
+        return "|".join(parts)
+
+    def proof(self, *, signed_at: int, nonce: str, **fields: Any) -> dict[str, Any]:
+        text = self.payload(signed_at=signed_at, nonce=nonce, **fields)
+        return {
+            "id": self.device_id,
+            "publicKey": _b64url(self.public_raw),
+            "signature": _b64url(self.key.sign(text.encode())),
+            "signedAt": signed_at,
+            "nonce": nonce,
+        }
+
+
 def connect_request(
     token: str,
     *,
@@ -67,25 +116,36 @@ def connect_request(
     scopes: Sequence[str] = DEFAULT_SCOPES,
     version: str = CLIENT_VERSION,
     platform: str | None = None,
+    device: DeviceIdentity | None = None,
+    challenge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``connect`` request frame (every schema is closed: send only known fields)."""
+    """The ``connect`` request frame (every schema is closed: send only known fields).
+
+    With ``device``, the ``challenge`` payload ``{nonce, ts}`` is signed into ``params.device``.
+    """
+    platform = platform or _platform.system().lower() or "unknown"
+    params: dict[str, Any] = {
+        "minProtocol": PROTOCOL,
+        "maxProtocol": PROTOCOL,
+        "client": {"id": client_id, "version": version, "platform": platform, "mode": mode},
+        "role": "operator",
+        "scopes": list(scopes),
+        "auth": {"token": token},
+    }
+    if device is not None:
+        challenge = challenge or {}
+        nonce, signed_at = challenge.get("nonce"), challenge.get("ts")
+        if not isinstance(nonce, str) or not isinstance(signed_at, int) or signed_at < 0:
+            raise RemoteError("gateway: the connect.challenge has no usable nonce and ts")
+        params["device"] = device.proof(
+            signed_at=signed_at, nonce=nonce, client_id=client_id, mode=mode, role="operator",
+            scopes=list(scopes), token=token, platform=platform,
+        )  # fmt: skip
     return {
         "type": "req",
         "id": request_id or str(uuid.uuid4()),
         "method": "connect",
-        "params": {
-            "minProtocol": PROTOCOL,
-            "maxProtocol": PROTOCOL,
-            "client": {
-                "id": client_id,
-                "version": version,
-                "platform": platform or _platform.system().lower() or "unknown",
-                "mode": mode,
-            },
-            "role": "operator",
-            "scopes": list(scopes),
-            "auth": {"token": token},
-        },
+        "params": params,
     }
 
 
@@ -164,20 +224,25 @@ async def handshake_on(
     scopes: Sequence[str] = DEFAULT_SCOPES,
     timeout: float = 10.0,
     where: str = "gateway",
+    device: DeviceIdentity | None = None,
 ) -> Hello:
     """Do the handshake on an open socket and leave it open for the caller.
 
     1. Wait for ``connect.challenge`` (other frames before it are ignored).
-    2. Send ``connect``; skip events until the ``res`` with our id arrives.
+    2. Send ``connect`` (signed with ``device`` if given); skip events until the ``res`` with
+       our id arrives.
     3. Return the parsed ``Hello`` or raise (the socket is then the caller's to close).
     """
+    challenge: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(timeout):
-            while challenge_of(await _next_frame(ws, where)) is None:
-                pass
+            while challenge is None:
+                challenge = challenge_of(await _next_frame(ws, where))
     except TimeoutError:
         raise Unreachable(f"{where}: no connect.challenge within {timeout:g}s") from None
-    request = connect_request(token, client_id=client_id, mode=mode, scopes=scopes)
+    request = connect_request(
+        token, client_id=client_id, mode=mode, scopes=scopes, device=device, challenge=challenge
+    )
     await ws.send_str(json.dumps(request))
     try:
         async with asyncio.timeout(timeout):
@@ -197,6 +262,7 @@ async def handshake(
     mode: str = "backend",
     scopes: Sequence[str] = DEFAULT_SCOPES,
     timeout: float = 10.0,
+    device: DeviceIdentity | None = None,
 ) -> Hello:
     """Open ``url``, complete the handshake with ``token``, close, and return the ``Hello``."""
     where = f"gateway {url}"
@@ -209,7 +275,7 @@ async def handshake(
         ):
             return await handshake_on(
                 ws, token, client_id=client_id, mode=mode, scopes=scopes,
-                timeout=timeout, where=where,
+                timeout=timeout, where=where, device=device,
             )  # fmt: skip
     except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as exc:
         raise Unreachable(f"{where} unreachable: {exc or type(exc).__name__}") from None

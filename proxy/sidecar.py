@@ -11,12 +11,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from core.metrics import Registry
 from core.statuslog import Entry, StatusLog
+
+if TYPE_CHECKING:
+    from core.claws import Claws
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +48,24 @@ class SidecarState:
     metrics: Registry = field(default_factory=Registry)
     # The sidecar's public URL (config sidecar.public_url): https makes the session cookie Secure.
     public_url: str | None = None
+    # The claw proxy (proxy.ws_proxy): the claws service, the data dir holding the node's
+    # device key, and its limits (sockets per user, seconds without a frame, credential rechecks).
+    claws: Callable[[], Claws] | None = None
+    data_dir: Path | None = None
+    ws_max_per_user: int = 8
+    ws_idle_timeout: float = 600.0
+    ws_recheck: float = 30.0
 
 
 STATE = web.AppKey("state", SidecarState)
 # Routes open without the sidecar's token, by canonical path: what a peer's watchdog and a load
 # balancer probe (the failover state tells who polls Telegram, nothing more), and the browser's
 # routes, which authenticate users themselves (proxy.web: session cookie or API token).
-PUBLIC_ROUTES = frozenset({"/healthz", "/api/failover", "/login/{secret}", "/logout", "/claws"})
+PUBLIC_ROUTES = frozenset(
+    {"/healthz", "/api/failover", "/login/{secret}", "/logout", "/claws",
+     "/api/ws/claws/{org}/{claw}", "/claws/{org}/{claw}",
+     "/claws/{org}/{claw}/check", "/static/chat/{name}"}
+)  # fmt: skip
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -117,7 +132,7 @@ async def _count_requests(
 
 
 def create_app(state: SidecarState) -> web.Application:
-    from proxy import status_api
+    from proxy import chat_page, status_api, ws_proxy
     from proxy import web as web_routes
 
     app = web.Application(
@@ -127,6 +142,8 @@ def create_app(state: SidecarState) -> web.Application:
     app[STATE] = state
     status_api.setup_routes(app)
     web_routes.setup_routes(app)
+    chat_page.setup_routes(app)
+    ws_proxy.setup_routes(app)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Browser sign-in on the sidecar (SPEC 7): GET /login/{secret}, POST /logout, GET /claws.
+"""Browser sign-in on the sidecar (SPEC 7): GET /login/{secret}, POST /logout.
 
 These routes do not take the sidecar's bearer token (a browser has none): they authenticate
 users themselves, with the ``clawops_session`` cookie a login link sets, or an API token
@@ -34,7 +34,7 @@ def setup_routes(app: web.Application) -> None:
     # No implicit HEAD: a HEAD must not spend a login link either.
     app.router.add_get("/login/{secret}", login, allow_head=False)
     app.router.add_post("/logout", logout)
-    app.router.add_get(LANDING, claws_page)
+    # LANDING (the user's claws) is proxy.chat_page's, with the chat pages.
 
 
 async def authenticate(request: web.Request) -> int | None:
@@ -103,22 +103,3 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = page("Signed out", "<p>You are signed out. /web in the bot signs you in.</p>")
     response.del_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=_secure(request))
     return response
-
-
-async def claws_page(request: web.Request) -> web.StreamResponse:
-    try:
-        user = await authenticate(request)
-    except StorageError as exc:
-        log.warning("web: cannot check a session: %s", exc)
-        return page("Try again", "<p>Sign-in is unavailable right now; try again.</p>", 503)
-    if user is None:
-        return page(
-            "Not signed in",
-            "<p>Ask the bot for a sign-in link with /web (in a private chat).</p>",
-            401,
-        )
-    return page(
-        "Your claws",
-        f"<p>Signed in as Telegram user <b>{user}</b>.</p>"
-        '<form method=post action="/logout"><button>Sign out</button></form>',
-    )

@@ -1,4 +1,8 @@
-"""A light stand-in for the OpenClaw gateway: the protocol 4 connect handshake only.
+"""A light stand-in for the OpenClaw gateway: the protocol 4 connect handshake, and a chat.
+
+After hello-ok it answers ``chat.history``, ``chat.send`` (the reply echoes the message, streamed
+as a few ``chat`` delta events then a final; a message starting with ``/fail`` ends in an
+``error`` event instead) and ``chat.abort``, as the real gateway's chat methods do.
 
 Run as a process, like the real one::
 
@@ -66,7 +70,81 @@ def check_connect(frame: Any, token: str) -> tuple[dict[str, Any] | None, int]:
     return None, 0
 
 
-def make_app(token: str, unavailable_until: float = 0.0) -> web.Application:
+class Chat:
+    """One connection's chat: the gateway's session histories and this socket's running replies."""
+
+    def __init__(self, history: dict[str, list[dict[str, Any]]], stream_delay: float) -> None:
+        self.stream_delay = stream_delay
+        self.history = history
+        self.runs: dict[str, asyncio.Task[None]] = {}
+
+    async def handle(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        rid, method, params = frame.get("id"), frame.get("method"), frame.get("params") or {}
+        key = params.get("sessionKey")
+        if frame.get("type") != "req" or not isinstance(key, str):
+            await ws.send_json(error(rid, "INVALID_REQUEST", "invalid request"))
+            return
+        messages = self.history.setdefault(key, [])
+        if method == "chat.history":
+            payload: dict[str, Any] = {"sessionKey": key, "messages": messages}
+        elif method == "chat.send" and isinstance(params.get("message"), str):
+            run_id = uuid.uuid4().hex
+            messages.append({"role": "user", "content": params["message"]})
+            await ws.send_json(
+                {"type": "res", "id": rid, "ok": True,
+                 "payload": {"runId": run_id, "status": "started"}}
+            )  # fmt: skip
+            self.runs[run_id] = asyncio.create_task(self.reply(ws, key, run_id, params["message"]))
+            return
+        elif method == "chat.abort":
+            aborted = [r for r in self.runs if params.get("runId") in (None, r)]
+            for run_id in aborted:
+                self.runs.pop(run_id).cancel()
+                await ws.send_json(chat_event(key, run_id, 0, "aborted"))
+            payload = {"ok": True, "aborted": bool(aborted), "runIds": aborted}
+        else:
+            await ws.send_json(error(rid, "INVALID_REQUEST", f"unknown method {method}"))
+            return
+        await ws.send_json({"type": "res", "id": rid, "ok": True, "payload": payload})
+
+    async def reply(self, ws: web.WebSocketResponse, key: str, run_id: str, text: str) -> None:
+        words, so_far, seq = f"You said: {text}".split(" "), "", 0
+        try:
+            for seq, word in enumerate(words, start=1):
+                await asyncio.sleep(self.stream_delay)
+                if text.startswith("/fail") and seq == 3:
+                    failed = {"errorMessage": "the model failed <on purpose>", "errorKind": "model"}
+                    await ws.send_json(chat_event(key, run_id, seq, "error", **failed))
+                    return
+                delta = word if seq == 1 else " " + word
+                so_far += delta
+                await ws.send_json(
+                    chat_event(key, run_id, seq, "delta", deltaText=delta, message=said(so_far))
+                )
+            self.history[key].append(said(so_far))
+            await ws.send_json(
+                chat_event(key, run_id, seq + 1, "final", stopReason="stop", message=said(so_far))
+            )
+        except ConnectionResetError:
+            pass
+        finally:
+            self.runs.pop(run_id, None)
+
+
+def said(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def chat_event(key: str, run_id: str, seq: int, state: str, **extra: Any) -> dict[str, Any]:
+    payload = {"runId": run_id, "sessionKey": key, "seq": seq, "state": state, **extra}
+    return {"type": "event", "event": "chat", "payload": payload}
+
+
+def make_app(
+    token: str, unavailable_until: float = 0.0, stream_delay: float = 0.15
+) -> web.Application:
+    history: dict[str, list[dict[str, Any]]] = {}
+
     async def socket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -94,15 +172,20 @@ def make_app(token: str, unavailable_until: float = 0.0) -> web.Application:
         payload = {
             "type": "hello-ok", "protocol": 4,
             "server": {"version": "fake", "connId": uuid.uuid4().hex},
-            "features": {"methods": ["chat.send", "chat.history"], "events": ["chat"]},
+            "features": {"methods": ["chat.send", "chat.history", "chat.abort"],
+                         "events": ["chat"]},
             "snapshot": {"sessionDefaults": {"mainSessionKey": "agent:main:main"}},
             "auth": {"role": "operator", "scopes": scopes},
             "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800,
                        "tickIntervalMs": 30000},
         }  # fmt: skip
         await ws.send_json({"type": "res", "id": frame["id"], "ok": True, "payload": payload})
-        async for _ in ws:  # hold the socket open until the client leaves
-            pass
+        chat = Chat(history, stream_delay)
+        async for msg in ws:  # the chat methods, until the client leaves
+            if msg.type == WSMsgType.TEXT:
+                await chat.handle(ws, json.loads(msg.data))
+        for run in list(chat.runs.values()):
+            run.cancel()
         return ws
 
     app = web.Application()
