@@ -41,6 +41,9 @@ async def status_command(ctx: Context) -> Reply:
     summary = await node.status_summary()
     lines = [f"<b>{esc(node.name)}</b> · {esc(summary['role'])}"]
     lines.append(f"Telegram: {esc(summary['telegram'])} · sidecar {esc(summary['sidecar'])}")
+    mode = await node.emergency.accounts.emergency()
+    if mode.on:
+        lines.append(f"🚨 <b>Emergency mode</b> (bots Ollama-only): {esc(mode.reason)}")
     if swept is not None:
         up = [m for m in swept.machines if m.reachable]
         lines.append(f"Machines {len(up)}/{len(swept.machines)} up: " + ", ".join(

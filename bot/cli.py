@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli_claws import add_parsers as add_claws_parsers
 
     add_claws_parsers(sub, common)
+    from bot.cli_with import add_parsers as add_with_parsers
+
+    add_with_parsers(sub, common)
     tokens = sub.add_parser("tokens", help="API tokens for scripts (web sign-in)")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = tokens_sub.add_parser(

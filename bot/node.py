@@ -19,8 +19,10 @@ from bot.failover import FAILOVER_COMMANDS, Watchdog
 from bot.fleet_commands import FLEET_COMMANDS
 from bot.job_commands import JOB_COMMANDS
 from bot.notify import Notifier
+from bot.resource_commands import RESOURCE_COMMANDS
 from bot.telegram import TelegramBot
 from bot.web_commands import WEB_COMMANDS
+from core.accounts import Accounts, EmergencyWatch
 from core.alerts import Alerts
 from core.audit import AuditLog
 from core.claws import Claws
@@ -35,6 +37,7 @@ from core.localtelegram import LocalTelegram
 from core.minis import seed_minis
 from core.orgs import sync_orgs
 from core.outbox import Outbox
+from core.resources import Leases
 from core.state import StateStore
 from core.statuslog import Entry, StatusLog
 from core.tables import utcnow
@@ -75,6 +78,7 @@ class Node:
         self.registry.extend(FAILOVER_COMMANDS)
         self.registry.extend(WEB_COMMANDS)
         self.registry.extend(CLAW_COMMANDS)
+        self.registry.extend(RESOURCE_COMMANDS)
         self._claws: Claws | None = None
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
@@ -87,6 +91,10 @@ class Node:
         self.runs = JobRuns(self.db, self.name)
         self.state = StateStore(self.db)
         self.outbox = Outbox(self.db, self.name)
+        self.leases = Leases(self.db, self.config.resources)
+        self.emergency = EmergencyWatch(
+            Accounts(self.state), [a.name for a in self.config.llm_accounts], self._announce
+        )
         self.jobs = JobRunner(
             JobContext(
                 config=self.config, node=self.name, data_dir=loaded.data_dir, db=self.db,
@@ -109,6 +117,8 @@ class Node:
             public_url=self.config.sidecar.public_url,
             claws=self.claws_service,
             data_dir=loaded.data_dir,
+            leases=self.leases,
+            emergency=self.emergency,
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port
@@ -144,6 +154,7 @@ class Node:
         # Claws a crashed node left mid-way are looked at soon after start, not in 5 minutes.
         self.jobs.run_soon("claw_recovery", 10)
         log.info("scheduler: started, %d job(s)", len(self.scheduler.get_jobs()))
+        await self.emergency.check()  # cooldowns that ended while no node was up; arms the timer
         await self._start_bot()
 
     async def _start_bot(self) -> None:
@@ -251,6 +262,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop in reverse order: no new requests, flush the log, then close the database."""
+        self.emergency.stop()
         if self._feeder is not None:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -283,3 +283,22 @@ api_tokens = Table(
     Column("last_used", UtcDateTime, nullable=True),
     Index("ix_api_tokens_name", "name"),
 )
+
+# -- shared resources (SPEC 7b) ----------------------------------------------------------------
+# One row per lease on a [[resources]] queue: waiting (in queue order, by id) or held. A row whose
+# expires_at has passed counts for nothing (its holder stopped heartbeating); reclaim deletes it.
+# ``lease`` is the random public id holders use, so a late heartbeat never hits someone else's.
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lease", String(32), nullable=False, unique=True),
+    Column("resource", String(64), nullable=False),
+    Column("holder", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | held
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=True),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_leases_resource_state", "resource", "state"),
+)

@@ -27,11 +27,12 @@ from typing import Any
 
 import httpx
 
-from core.accounts import Accounts
+from core.accounts import Accounts, settle_emergency
 from core.config import ServiceConfig
 from core.config._jobs import HealerJob
 from core.errors import ClawopsError
 from core.health import MachineReport, SweepReport, run_check
+from core.resources import Leases
 from core.tables import utcnow
 from jobs.base import Ending, JobContext, JobResult
 
@@ -187,24 +188,7 @@ def resource_warnings(settings: HealerJob, machines: list[MachineReport]) -> lis
 async def emergency(ctx: JobContext) -> bool:
     """Switch emergency mode on when every LLM account is limited, off when one is free."""
     names = [a.name for a in ctx.config.llm_accounts]
-    accounts = Accounts(ctx.state)
-    current = await accounts.emergency()
-    if not names:
-        return current.on
-    now = utcnow()
-    limited = await accounts.all_limited(names, now)
-    if limited and not current.on:
-        reason = f"all {len(names)} LLM accounts are rate limited"
-        if await accounts.switch_emergency(True, reason, now):
-            await ctx.announce(
-                f"🚨 Emergency mode: every LLM account is rate limited ({', '.join(names)}); "
-                "bots go Ollama-only until a cooldown ends."
-            )
-    elif not limited and current.on:
-        free = sorted(set(names) - set(await accounts.cooldowns(now)))
-        if await accounts.switch_emergency(False, f"{', '.join(free)} available again", now):
-            await ctx.announce(f"✅ Emergency mode over: {', '.join(free)} is available again.")
-    return (await accounts.emergency()).on
+    return await settle_emergency(Accounts(ctx.state), names, ctx.announce)
 
 
 async def healer(ctx: JobContext) -> JobResult:
@@ -220,6 +204,7 @@ async def healer(ctx: JobContext) -> JobResult:
                 await work.tend(service, where not in unhealthy)
     warnings = resource_warnings(work.settings, report.machines)
     mode = await emergency(ctx)
+    stale = await Leases(ctx.db, ctx.config.resources).reclaim_expired()
     unverified = [r for r in work.restarted if not r["verified"]]
     parts = [f"{len(report.unhealthy)} unhealthy", f"{len(work.restarted)} restarted"]
     if unverified:
@@ -227,9 +212,13 @@ async def healer(ctx: JobContext) -> JobResult:
     if work.gave_up:
         parts.append("gave up on " + ", ".join(g["service"] for g in work.gave_up))
     parts += warnings
+    if stale:
+        parts.append("reclaimed stale leases: " + ", ".join(
+            f"{x.resource} ({x.holder})" for x in stale
+        ))  # fmt: skip
     if mode:
         parts.append("emergency mode")
     outcome: Ending = "warning" if warnings or unverified or work.new_give_ups else "ok"
     data = {"restarted": work.restarted, "gave_up": work.gave_up, "warnings": warnings,
-            "emergency": mode}  # fmt: skip
+            "emergency": mode, "reclaimed": [x.as_json() for x in stale]}  # fmt: skip
     return JobResult(outcome, "; ".join(parts), data)

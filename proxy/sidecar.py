@@ -20,7 +20,9 @@ from core.metrics import Registry
 from core.statuslog import Entry, StatusLog
 
 if TYPE_CHECKING:
+    from core.accounts import EmergencyWatch
     from core.claws import Claws
+    from core.resources import Leases
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class SidecarState:
     ws_max_per_user: int = 8
     ws_idle_timeout: float = 600.0
     ws_recheck: float = 30.0
+    # Shared resource queues and LLM account cooldowns (proxy.resources_api, SPEC 7b).
+    leases: Leases | None = None
+    emergency: EmergencyWatch | None = None
 
 
 STATE = web.AppKey("state", SidecarState)
@@ -132,7 +137,7 @@ async def _count_requests(
 
 
 def create_app(state: SidecarState) -> web.Application:
-    from proxy import chat_page, status_api, ws_proxy
+    from proxy import chat_page, resources_api, status_api, ws_proxy
     from proxy import web as web_routes
 
     app = web.Application(
@@ -144,6 +149,7 @@ def create_app(state: SidecarState) -> web.Application:
     web_routes.setup_routes(app)
     chat_page.setup_routes(app)
     ws_proxy.setup_routes(app)
+    resources_api.setup_routes(app)
     return app
 
 

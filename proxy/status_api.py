@@ -11,6 +11,7 @@ from aiohttp import web
 
 from core.errors import InputError, StorageError
 from core.statuslog import STATUSES
+from proxy.resources_api import Refused, log_limit
 from proxy.sidecar import STATE, json_error
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ async def post_log(request: web.Request) -> web.Response:
         return json_error(400, "body is not valid JSON")
     if not isinstance(body, dict):
         return json_error(400, "body must be a JSON object")
+    try:  # a bot reporting a rate limit with its entry (README, "Shared resources")
+        record_limit = log_limit(request, body)
+    except Refused as exc:
+        return json_error(exc.status, str(exc))
     unknown = set(body) - {"jobId", "message", "status"}
     if unknown:
         return json_error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -47,6 +52,11 @@ async def post_log(request: web.Request) -> web.Response:
             await hook(entry)
         except Exception:  # the entry is stored; a hook's failure must not turn 201 into 500
             log.exception("status log hook %r failed for entry %d", hook, entry.id)
+    if record_limit is not None:
+        try:
+            await record_limit()
+        except (InputError, StorageError) as exc:
+            return json_error(503, f"entry {entry.id} stored, rate limit not recorded: {exc}")
     return web.json_response({"id": entry.id}, status=201)
 
 

@@ -9,6 +9,7 @@ from core.config._jobs import (
     LlmAccountConfig,
     MiniConfig,
     OrgConfig,
+    ResourceConfig,
 )
 from core.config._load import ENV_VAR, LoadedConfig, find_config, load_config, parse_config
 from core.config._models import (
@@ -38,6 +39,7 @@ __all__ = [
     "NodeConfig",
     "OrgConfig",
     "PortRangeConfig",
+    "ResourceConfig",
     "ServiceConfig",
     "SidecarConfig",
     "TelegramConfig",

@@ -188,6 +188,16 @@ class LlmAccountConfig(_Model):
     description: str = ""
 
 
+class ResourceConfig(_Model):
+    """A scarce resource the fleet shares (the Ollama server): at most ``max_concurrent`` leases
+    at once; a lease whose holder stops heartbeating for ``lease_ttl`` expires (SPEC 7b)."""
+
+    name: Name
+    max_concurrent: Annotated[int, Field(ge=1)] = 1
+    lease_ttl: Duration = timedelta(seconds=60)
+    description: str = ""
+
+
 class OrgConfig(_Model):
     slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     name: str

@@ -10,7 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from core.config._jobs import CheckinConfig, ClawsConfig, JobsConfig, LlmAccountConfig, OrgConfig
+from core.config._jobs import (
+    CheckinConfig,
+    ClawsConfig,
+    JobsConfig,
+    LlmAccountConfig,
+    OrgConfig,
+    ResourceConfig,
+)
 from core.config._models import (
     DatabaseConfig,
     MachineConfig,
@@ -37,6 +44,7 @@ class Config(_Model):
     claws: ClawsConfig = ClawsConfig()
     orgs: list[OrgConfig] = []
     llm_accounts: list[LlmAccountConfig] = []
+    resources: list[ResourceConfig] = []
 
     # -- derived values -------------------------------------------------------------------
 
@@ -104,6 +112,7 @@ def cross_check(config: Config) -> list[Problem]:
     duplicates("jobs.commands", [c.name for c in config.jobs.commands])
     duplicates("orgs", [o.slug for o in config.orgs])
     duplicates("llm_accounts", [a.name for a in config.llm_accounts])
+    duplicates("resources", [r.name for r in config.resources])
     duplicates("claws.minis", [m.hostname for m in config.claws.minis])
 
     local = [m.name for m in config.machines if m.local]

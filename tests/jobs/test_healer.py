@@ -214,3 +214,20 @@ async def test_services_on_an_unreachable_machine_are_not_restarted(harness):
 async def test_the_healer_is_a_builtin_job(harness):
     h = harness()
     assert "healer" in {spec.name for spec in builtin_jobs(h.config)}
+
+
+async def test_the_healer_reclaims_leases_whose_holders_stopped_heartbeating(harness):
+    from core.resources import Leases
+
+    h = harness({
+        "resources": [{"name": "ollama", "max_concurrent": 2, "lease_ttl": "1s"}],
+        "jobs": {"healer": QUIET},
+    })  # fmt: skip
+    leases = Leases(h.ctx.db, h.ctx.config.resources)
+    stale = await leases.enqueue("ollama", "crashed-bot")
+    assert (await leases.try_acquire(stale.lease)).held
+    await asyncio.sleep(1.2)
+    result = await healer(h.ctx)
+    assert [x["holder"] for x in result.data["reclaimed"]] == ["crashed-bot"]
+    assert "reclaimed stale leases: ollama (crashed-bot)" in result.summary
+    assert (await healer(h.ctx)).data["reclaimed"] == []
