@@ -29,6 +29,13 @@ FIRST_BACKOFF = 0.5
 STABLE = 60.0
 
 
+# Defaults [agent.gateway_config] may change. cloudflared on the Mini forwards the node's proxy
+# to the gateway's loopback port with X-Forwarded-* headers: without trusting the local hop the
+# gateway refuses such upgrades outright (HTTP 403); trusted, it sees the proxy as a remote
+# device, which the agent then approves (agent/devices.py).
+DEFAULTS: dict[str, Any] = {"gateway": {"trustedProxies": ["127.0.0.1", "::1"]}}
+
+
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``over`` merged in, tables recursively; ``over`` wins."""
     out = dict(base)
@@ -95,7 +102,7 @@ class Claw:
                 "auth": {"mode": "token", "token": self.token},
             }
         }  # fmt: skip
-        write_private(self.config_path, json.dumps(merged(extra, ours), indent=2))
+        write_private(self.config_path, json.dumps(merged(merged(DEFAULTS, extra), ours), indent=2))
 
     def environment(self, drop: set[str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in drop}

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.config import MIN_TOKEN
+from agent.devices import approve_device, parse_device
 from agent.fleet import Fleet, Refused
 from core.buckets import check_bucket_name
 from core.errors import ClawopsError, InputError, RemoteError
@@ -108,6 +109,21 @@ async def backup_claw(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "key": key})
 
 
+async def approve_claw_device(request: web.Request) -> web.Response:
+    """Approve the node's device on the claw's gateway (agent/devices.py has the flow)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("the body must be JSON") from None
+    device_id, public_key = parse_device(body)
+    fleet = request.app[FLEET]
+    claw = fleet.get(request.match_info["id"])
+    result = await approve_device(
+        claw, fleet.config.gateway_command, fleet.drop_env, device_id, public_key
+    )
+    return web.json_response({"ok": True, "deviceId": device_id, **result})
+
+
 def memory_percent() -> float:
     """Used memory in percent from /proc/meminfo (0.0 where there is none, e.g. macOS)."""
     try:
@@ -146,5 +162,6 @@ def make_app(fleet: Fleet, token: str) -> web.Application:
     app.router.add_post("/claws/{id}/restart", restart_claw)
     app.router.add_delete("/claws/{id}", delete_claw)
     app.router.add_post("/claws/{id}/backup", backup_claw)
+    app.router.add_post("/claws/{id}/devices", approve_claw_device)
     app.router.add_get("/health", health)
     return app

@@ -8,8 +8,8 @@ failure, and so is an answer of the wrong shape. Failures are ours, never httpx'
         └── NotReached   the request never left: nothing can have changed on the agent
 
 Idempotent calls (create, which the contract makes idempotent for one clawId+port, status,
-list, delete, health) are retried with exponential backoff on transport errors and on 500, 502,
-503 and 504; restart and backup are not. ``delete`` treats 404 as already gone.
+list, delete, health, approve_device) are retried with exponential backoff on transport errors
+and on 500, 502, 503 and 504; restart and backup are not. ``delete`` treats 404 as already gone.
 """
 
 from __future__ import annotations
@@ -123,6 +123,19 @@ class AgentClient:
         if not isinstance(key, str) or not key:
             raise RemoteError(f"agent {self.base_url}: POST {path}: answer has no backup key")
         return key
+
+    async def approve_device(self, claw_id: str, device_id: str, public_key: str) -> str:
+        """Approve a device on the claw's gateway; ``approved``, or ``paired`` if it already was.
+
+        The device must have tried to connect first (the gateway keeps a pending request); the
+        call is idempotent, so it is retried like the other idempotent calls.
+        """
+        path = f"/claws/{claw_id}/devices"
+        body = {"deviceId": device_id, "publicKey": public_key}
+        status = (await self._call("POST", path, body, idempotent=True)).get("status")
+        if status not in ("approved", "paired"):
+            raise RemoteError(f"agent {self.base_url}: POST {path}: answer has no device status")
+        return str(status)
 
     async def health(self) -> AgentHealth:
         answer = await self._call("GET", "/health", idempotent=True)

@@ -7,6 +7,8 @@ translated into clawops errors::
     RemoteError
     ├── TokenRefused          the gateway refused the token (AUTH_TOKEN_MISMATCH)
     ├── GatewayUnavailable    a retryable refusal (UNAVAILABLE while starting); .retry_after_ms
+    ├── PairingRequired       the device is not paired (NOT_PAIRED / PAIRING_REQUIRED): a connect
+    │                         that is not direct-local left a pending request (.request_id)
     └── Unreachable           no connection, or no challenge/answer in time
 
 The frame builders and ``handshake_on`` work on a WebSocket that is already open, so the proxy can
@@ -49,6 +51,14 @@ class GatewayUnavailable(RemoteError):
     def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
+
+
+class PairingRequired(RemoteError):
+    """The gateway wants this device approved first; ``reason`` e.g. ``not-paired``."""
+
+    def __init__(self, message: str, request_id: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.request_id, self.reason = request_id, reason
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,14 @@ def refusal(error: dict[str, Any], where: str = "gateway") -> RemoteError:
     message = str(error.get("message", ""))
     if detail_code == "AUTH_TOKEN_MISMATCH" or code == "AUTH_TOKEN_MISMATCH":
         return TokenRefused(f"{where} refused the token (AUTH_TOKEN_MISMATCH)")
+    if code == "NOT_PAIRED" or detail_code == "PAIRING_REQUIRED":
+        info = details if isinstance(details, dict) else {}
+        request_id = info.get("requestId")
+        return PairingRequired(
+            f"{where}: device pairing required ({info.get('reason') or code})",
+            request_id if isinstance(request_id, str) else None,
+            str(info.get("reason") or ""),
+        )
     if code == "UNAVAILABLE" or error.get("retryable"):
         retry = error.get("retryAfterMs")
         if retry is None and isinstance(details, dict):

@@ -9,7 +9,10 @@ Before the upgrade (plain HTTP refusals, JSON ``{"error"}``):
    (409); the user holds fewer than ``ws_max_per_user`` sockets (429); its token opens.
 
 After it: connect upstream, handshake with the node's device identity (retrying a gateway that
-answers UNAVAILABLE for up to ``HANDSHAKE_RETRY`` seconds), require the scopes asked, send
+answers UNAVAILABLE for up to ``HANDSHAKE_RETRY`` seconds; a device the gateway does not know
+yet — ``NOT_PAIRED``, as through a tunnel, where connects are not direct-local — is approved by
+the claw's agent, ``POST /claws/{id}/devices``, and the handshake tried once more), require the
+scopes asked, send
 ``proxy.ready``, then relay frames unchanged both ways. Backpressure comes from aiohttp: a
 ``send_str`` to a slow side awaits its drain, so that direction stops reading from the other,
 whose reader queue pauses its TCP socket — the buffering per direction stays bounded.
@@ -19,6 +22,7 @@ Close codes are the contract's (4400, 4401, 4408, 4502, 4503, 4504, 1001).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -34,8 +38,17 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp._websocket.helpers import websocket_mask
 
+from core.claws import Claw, Claws
 from core.errors import ClawopsError, InputError, StorageError
-from core.openclaw import DEFAULT_SCOPES, DeviceIdentity, GatewayUnavailable, Hello, handshake_on
+from core.minis import Minis, agent_client
+from core.openclaw import (
+    DEFAULT_SCOPES,
+    DeviceIdentity,
+    GatewayUnavailable,
+    Hello,
+    PairingRequired,
+    handshake_on,
+)
 from core.orgs import is_member, org_exists
 from proxy.device import load_or_create
 from proxy.sidecar import STATE, json_error
@@ -47,6 +60,7 @@ ROUTE = "/api/ws/claws/{org}/{claw}"
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_RETRY = 20.0
 HANDSHAKE_TIMEOUT = 10.0
+APPROVE_TIMEOUT = 30.0  # the agent runs the gateway CLI (a second or two per call)
 # Upstream events that are keepalive noise: they do not keep an idle socket open.
 KEEPALIVE_EVENTS = frozenset({"tick", "health", "presence", "heartbeat"})
 _EVENT_PREFIX = '{"type":"event","event":"'
@@ -157,7 +171,10 @@ async def claw_socket(request: web.Request) -> web.StreamResponse:
     links.active.add(link)  # reserved before the first await after the count
     try:
         await browser.prepare(request)
-        hello = await _open_upstream(request.app, link, claw.gateway_url, gateway_token)
+        hello = await _open_upstream(
+            request.app, link, claw.gateway_url, gateway_token,
+            approve=lambda device: approve_device(service, claw, device),
+        )  # fmt: skip
         if hello is None:
             return browser
         ready = {
@@ -193,15 +210,29 @@ def _rechecker(request: web.Request) -> Callable[[], Awaitable[bool]]:
     return still_good
 
 
-async def _open_upstream(app: web.Application, link: Link, url: str, token: str) -> Hello | None:
-    """Connect and handshake (retrying UNAVAILABLE); on failure close the browser, None."""
+async def approve_device(service: Claws, claw: Claw, device: DeviceIdentity) -> None:
+    """Ask the agent on the claw's Mini to approve this node's device on the claw's gateway."""
+    if claw.mini is None:
+        raise InputError(f"claw {claw.org}/{claw.slug} has no Mini")
+    mini = await Minis(service.db, service.keyring).get(claw.mini)
+    public_key = base64.urlsafe_b64encode(device.public_raw).rstrip(b"=").decode()
+    async with agent_client(mini, service.keyring, timeout=APPROVE_TIMEOUT, retries=1) as agent:
+        await agent.approve_device(claw.agent_id, device.device_id, public_key)
+
+
+async def _open_upstream(
+    app: web.Application, link: Link, url: str, token: str,
+    approve: Callable[[DeviceIdentity], Awaitable[None]] | None = None,
+) -> Hello | None:  # fmt: skip
+    """Connect and handshake (retrying UNAVAILABLE; once more after ``approve`` when the device
+    is not paired); on failure close the browser and return None."""
     links, state = app[LINKS], app[STATE]
     session = links.session
     assert session is not None
     if links.device is None and state.data_dir is not None:
         links.device = load_or_create(state.data_dir)
     device = links.device
-    deadline = time.monotonic() + HANDSHAKE_RETRY
+    deadline, approved = time.monotonic() + HANDSHAKE_RETRY, False
     while True:
         try:
             upstream = await session.ws_connect(
@@ -223,6 +254,20 @@ async def _open_upstream(app: web.Application, link: Link, url: str, token: str)
                 await _end(link, 4503, "gateway handshake failed: gateway not ready")
                 return None
             await asyncio.sleep(min((exc.retry_after_ms or 500) / 1000, 2.0))
+            continue
+        except PairingRequired as exc:
+            await upstream.close()
+            if approved or approve is None or device is None:
+                await _end(link, 4503, f"gateway handshake failed: {_short(exc)}")
+                return None
+            approved = True
+            try:
+                await approve(device)
+            except ClawopsError as err:
+                log.warning("ws proxy: the agent did not approve device %s: %s",
+                            device.device_id[:12], err)  # fmt: skip
+                await _end(link, 4503, "gateway handshake failed: device not approved")
+                return None
             continue
         except ClawopsError as exc:
             await _end(link, 4503, f"gateway handshake failed: {_short(exc)}")

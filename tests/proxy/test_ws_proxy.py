@@ -36,13 +36,18 @@ from core.minis import Minis
 from core.orgs import sync_orgs
 from core.provision import token_context
 from core.statuslog import StatusLog
-from core.tables import claws, utcnow, web_sessions
+from core.tables import claws, mac_minis, utcnow, web_sessions
 from core.websessions import WebAuth
 from proxy.device import FILENAME, load_or_create
 from proxy.sidecar import Sidecar, SidecarState, create_app
 from proxy.web import COOKIE
 from proxy.ws_proxy import LINKS
-from tests.agent.conftest import Agent, claw_token, start_agent  # noqa: F401 (fixture)
+from tests.agent.conftest import TOKEN_ENV, Agent, claw_token, start_agent  # noqa: F401
+from tests.agent.test_device_pairing import (
+    REAL_GATEWAY,
+    Forwarder,
+    approve,
+)
 from tests.agent.test_real_gateway import NODE, OPENCLAW, clean_openclaw_tmp  # noqa: F401
 from tests.auxil.fakegateway import check_connect
 from tests.auxil.fakemodel import FakeModel
@@ -631,3 +636,92 @@ async def test_a_message_through_the_proxy_streams_a_real_reply_from_a_real_gate
         assert not any(token in text for text in seen)
     finally:
         await model.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (NODE.exists() and OPENCLAW.exists()),
+    reason="the real OpenClaw gateway is not installed: run scripts/setup-openclaw",
+)
+async def test_through_a_tunnel_the_proxy_has_the_agent_approve_its_device_and_then_connects(
+    make_world: WorldMaker,
+    start_agent: Callable[..., Agent],  # noqa: F811
+    clean_openclaw_tmp: None,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agent = start_agent(gateway_command=REAL_GATEWAY)  # trusts loopback by default
+    port, token = agent.free_port(), claw_token()
+    tunnel = Forwarder(port)  # adds cloudflared's forwarded headers: not a direct-local peer
+    try:
+        world = await make_world(await tunnel.start(), token=token)
+        monkeypatch.setenv(TOKEN_ENV, agent.token)
+        async with world.db.begin() as conn:
+            await conn.execute(update(mac_minis).values(agent_url=agent.url,
+                                                        agent_token_env=TOKEN_ENV))  # fmt: skip
+        claw = await Claws(world.db, None).get("acme", "support")
+        body = {"clawId": claw.agent_id, "port": port, "token": token}
+        created = await asyncio.to_thread(agent.call, "POST", "/claws", body)
+        assert created.status_code == 201, created.text
+        await asyncio.to_thread(agent.wait_for, claw.agent_id, lambda i: i["ready"] is True, 90)
+
+        ws = await world.open()
+        seen: list[str] = []
+        hello = await frames_until(ws, lambda f: f.get("event") == "proxy.ready", seen, 60)
+        assert {"operator.read", "operator.write"} <= set(hello["payload"]["scopes"])
+        assert tunnel.forwarded == 2, "refused as not paired once, then admitted once"
+        params = {"sessionKey": hello["payload"]["sessionKey"]}
+        await ws.send_str(json.dumps({"type": "req", "id": "h1", "method": "chat.history",
+                                      "params": params}))  # fmt: skip
+        history = await frames_until(ws, lambda f: f.get("id") == "h1", seen, 20)
+        assert history["ok"] is True, history
+        await ws.close()
+        assert not any(token in text for text in seen)
+
+        # The node's own (stable) device is now paired on that claw: the next socket goes
+        # straight through, and the agent says so.
+        device = load_or_create(world.data_dir)
+        assert await approve(agent, claw.agent_id, device) == (
+            200, {"ok": True, "deviceId": device.device_id, "status": "paired"})  # fmt: skip
+        again = await world.open()
+        await frames_until(again, lambda f: f.get("event") == "proxy.ready", [], 30)
+        await again.close()
+        assert tunnel.forwarded == 3
+    finally:
+        await tunnel.stop()
+
+
+async def test_a_device_the_agent_cannot_approve_closes_the_browser_with_4503_after_one_try(
+    make_world: WorldMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connects: list[dict[str, Any]] = []
+
+    async def not_paired(request: web.Request) -> web.WebSocketResponse:
+        """Answers every connect as the real gateway answers an unknown device via a tunnel."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        challenge = {"nonce": uuid.uuid4().hex, "ts": int(time.time() * 1000)}
+        await ws.send_json({"type": "event", "event": "connect.challenge", "payload": challenge})
+        frame = json.loads((await ws.receive(timeout=15)).data)
+        connects.append(frame["params"])
+        await ws.send_json({"type": "res", "id": frame["id"], "ok": False, "error": {
+            "code": "NOT_PAIRED", "message": "pairing required: device is not approved yet",
+            "details": {"code": "PAIRING_REQUIRED", "reason": "not-paired", "requestId": "r-1",
+                        "deviceId": frame["params"]["device"]["id"]}}})  # fmt: skip
+        await ws.close(code=1008, message=b"pairing required")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", not_paired)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        monkeypatch.setenv("X", "agent-token-of-a-mini-whose-agent-is-down")  # the Mini's env
+        world = await make_world(int(runner.addresses[0][1]))
+        ws = await world.open()
+        assert await closed_with(ws, timeout=20) == (
+            4503, "gateway handshake failed: device not approved")  # fmt: skip
+        assert len(connects) == 1, "no second handshake without an approval"
+        assert connects[0]["device"]["id"] == load_or_create(world.data_dir).device_id
+    finally:
+        await runner.cleanup()
