@@ -231,6 +231,14 @@ class TelegramBot:
             await self._send(inv.chat_id, self._refusal(command, exc))
             await self._audit(inv, "error", 0, str(exc))
             return False
+        except Exception as exc:  # a bug must still answer; the traceback goes to the log
+            log.exception("/%s: checking its arguments failed", command.name)
+            name = esc(type(exc).__name__)
+            await self._send(
+                inv.chat_id, Reply(f"❌ /{command.name} failed: internal error ({name}).")
+            )
+            await self._audit(inv, "error", 0, f"{type(exc).__name__}: {exc}")
+            return False
         return True
 
     async def _execute(self, command: Command, inv: Invocation, edit: int | None = None) -> None:

@@ -31,8 +31,20 @@ async def buggy(ctx: Context) -> Reply:
     raise RuntimeError("secret internals")
 
 
+async def buggy_check(ctx: Context) -> None:
+    raise RuntimeError("secret internals")
+
+
 EXTRA = [
     Command("long", "a 10,000-char reply", long_reply),
+    Command(
+        "buggycheck",
+        "its check has a bug",
+        long_reply,
+        role="admin",
+        mutates=True,
+        check=buggy_check,
+    ),
     Command("fails", "fails with a reason", failing),
     Command("buggy", "has a bug", buggy),
 ]
@@ -192,6 +204,13 @@ async def test_a_failing_command_answers_its_reason_and_a_bug_no_traceback(node,
     assert "internal error" in bug.text and "secret internals" not in bug.text
     assert "Traceback" not in bug.text
     assert await audit_outcomes(node, 2) == [("fails", "error"), ("buggy", "error")]
+
+
+async def test_a_bug_in_an_argument_check_answers_without_a_traceback_or_confirmation(node, tg):
+    (reply,) = await say(tg, GROUP, ADMIN, "/buggycheck now")
+    assert reply.text == "❌ /buggycheck failed: internal error (RuntimeError)."
+    assert not reply.buttons and "secret" not in reply.text
+    assert await audit_outcomes(node, 1) == [("buggycheck", "error")]
 
 
 async def test_an_unknown_command_gets_a_hint(node, tg):
