@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from core.config import LoadedConfig, load_config
 from core.crypto import Keyring, generate_key
 from core.db import Database
-from core.errors import StartupRefused
+from core.errors import InputError, StartupRefused
 from core.minis import Mini, Minis
 from core.provision import rotate_secrets
 
@@ -54,13 +55,21 @@ def _line(mini: Mini) -> str:
 def cmd_minis(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
 
+    token = None
+    if args.minis_command == "add" and args.agent_token_stdin:
+        # The token itself, sealed in the database with the claws key (never on argv).
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise InputError("--agent-token-stdin: nothing was read from standard input")
+
     async def work(db: Database) -> list[str]:
-        minis = Minis(db, _keyring_if_set(loaded))
+        env = loaded.config.claws.secret_key_env
+        minis = Minis(db, Keyring.from_env(env) if token else _keyring_if_set(loaded))
         if args.minis_command == "add":
             mini = await minis.add(
                 args.hostname, args.agent_url, ports=args.ports, capacity=args.capacity,
-                agent_token_env=args.agent_token_env, tunnel_suffix=args.tunnel_suffix,
-                gateway_host=args.gateway_host,
+                agent_token_env=args.agent_token_env, agent_token=token,
+                tunnel_suffix=args.tunnel_suffix, gateway_host=args.gateway_host,
             )  # fmt: skip
             return [f"added {_line(mini)}"]
         if args.minis_command == "drain":
@@ -99,8 +108,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add = minis_sub.add_parser("add", parents=[common], help="add a Mac Mini")
     add.add_argument("hostname")
     add.add_argument("--agent-url", required=True, help="the Mini agent's URL")
-    add.add_argument("--agent-token-env", required=True, metavar="NAME",
-                     help="environment variable holding the agent's token")  # fmt: skip
+    token = add.add_mutually_exclusive_group(required=True)
+    token.add_argument("--agent-token-env", metavar="NAME",
+                       help="environment variable holding the agent's token")  # fmt: skip
+    token.add_argument("--agent-token-stdin", action="store_true",
+                       help="read the token from stdin and store it encrypted")  # fmt: skip
     add.add_argument("--ports", required=True, help="port range for gateways, e.g. 3001-3100")
     add.add_argument("--capacity", required=True, type=int, help="most claws on this Mini")
     add.add_argument("--tunnel-suffix", help="claw-<id>-<suffix> is each claw's hostname")

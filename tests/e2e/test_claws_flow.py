@@ -147,6 +147,19 @@ def test_minis_are_managed_from_the_command_line(tmp_path):
     assert "mini-1: draining, 0/6 claws, ports 3001-3100" in listed.stdout
     assert "mini-2" not in listed.stdout
     assert clawops("minis", "remove", "mini-1").returncode == 0
+    # The token itself, from stdin, sealed: refused without a key, stored encrypted with one.
+    sealed = ["minis", "add", "mini-3", "--agent-url", "http://127.0.0.1:7600",
+              "--agent-token-stdin", "--ports", "3001-3100", "--capacity", "6"]  # fmt: skip
+    refused = subprocess.run([str(CLAWOPS), *sealed], env=env, input="tok-" + "x" * 40,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1 and "CLAWOPS_SECRET_KEY" in refused.stderr
+    keyed = {**env, "CLAWOPS_SECRET_KEY": generate_key()}
+    stored = subprocess.run([str(CLAWOPS), *sealed], env=keyed, input="tok-" + "x" * 40,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert stored.returncode == 0, stored.stderr
+    database = (tmp_path / "data" / "clawops.db").read_bytes()
+    assert b"tok-xxxx" not in database and b"v1:" in database
+    assert clawops("minis", "remove", "mini-3").returncode == 0
     assert "no Mac Minis yet" in clawops("minis", "list").stdout
     key = clawops("secrets", "generate").stdout.strip()
     assert len(key) >= 43
