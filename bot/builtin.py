@@ -54,12 +54,7 @@ async def status_command(ctx: Context) -> Reply:
         healthy = len(swept.services) - len(bad) - len(skipped)
         lines.append(f"Services: {healthy}/{len(swept.services)} healthy")
         for report in bad[:10]:
-            why = report.error
-            if not why and report.status is not None and not report.status.running:
-                why = report.status.state
-            if not why and report.check is not None:
-                why = report.check.detail
-            lines.append(f"❌ {esc(report.service)}@{esc(report.machine)}: {esc(why)}")
+            lines.append(f"❌ {esc(report.service)}@{esc(report.machine)}: {esc(report.reason)}")
         if skipped:
             lines.append(f"⏸ {len(skipped)} service(s) on unreachable machines not checked")
     runs = await node.runs.last_per_job()

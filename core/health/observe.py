@@ -36,10 +36,7 @@ async def observe_sweep(alerts: Alerts, report: SweepReport) -> list[Flip]:
         if service.healthy:
             flip = await alerts.observe(key, "ok", "healthy again")
         else:
-            why = service.error or (service.check.detail if service.check else "")
-            if not why and service.status is not None:
-                why = service.status.state
-            flip = await alerts.observe(key, "critical", why or "unhealthy")
+            flip = await alerts.observe(key, "critical", service.reason or "unhealthy")
         if flip is not None:
             flips.append(flip)
     return flips

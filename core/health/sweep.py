@@ -53,6 +53,16 @@ class ServiceReport:
     skipped: bool = False
 
     @property
+    def reason(self) -> str:
+        """Why it is unhealthy, the most specific first: an error, a manager state other than
+        running, then the check's detail."""
+        if self.error:
+            return self.error
+        if self.status is not None and not self.status.running:
+            return self.status.state
+        return self.check.detail if self.check is not None else ""
+
+    @property
     def healthy(self) -> bool:
         if self.skipped or self.error:
             return False
