@@ -10,13 +10,17 @@ import pytest
 
 from bot.commands import Command, Context, Reply
 from bot.node import Node
-from core.config import LoadedConfig, parse_config
 from core.errors import RemoteError
 from core.localtelegram import LocalTelegram, Sent
-from tests.auxil.net import free_port
-
-ADMIN, OTHER_ADMIN, VIEWER, STRANGER = 100, 101, 200, 300
-GROUP, OTHER_GROUP = -500, -600
+from tests.auxil.botnode import (
+    ADMIN,
+    GROUP,
+    OTHER_ADMIN,
+    OTHER_GROUP,
+    STRANGER,
+    VIEWER,
+    start_test_node,
+)
 
 
 async def long_reply(ctx: Context) -> Reply:
@@ -51,19 +55,8 @@ EXTRA = [
 
 
 async def start_node(tmp_path: Path, monkeypatch, tg: LocalTelegram, **telegram) -> Node:
-    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
-    config = parse_config({
-        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN, OTHER_ADMIN],
-                     "viewers": [VIEWER], **telegram},
-        "sidecar": {"port": free_port()},
-        "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
-    })  # fmt: skip
-    node = Node(LoadedConfig(config, None))
-    node.registry.extend(EXTRA)
-    await node.start()
-    return node
+    telegram = {"admins": [ADMIN, OTHER_ADMIN], **telegram}
+    return await start_test_node(tmp_path, monkeypatch, tg, telegram=telegram, commands=EXTRA)
 
 
 @pytest.fixture

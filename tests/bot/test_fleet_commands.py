@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.node import Node
-from core.config import LoadedConfig, parse_config
 from core.localtelegram import LocalTelegram, Sent
 from core.tables import alert_flips
+from tests.auxil.botnode import HERE, start_test_node
 from tests.auxil.net import free_port
 from tests.auxil.sshd import SSHServer, start_sshd
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
@@ -35,28 +35,20 @@ async def start_fleet_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tg: LocalTelegram, sshd: SSHServer,
     services: list[dict[str, Any]],
 ) -> Node:  # fmt: skip
-    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
-    config = parse_config({
-        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER],
-                     "alert_chat": ALERTS},
-        "sidecar": {"port": free_port()},
-        "machines": [
-            {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True},
+    return await start_test_node(
+        tmp_path, monkeypatch, tg, telegram={"alert_chat": ALERTS},
+        machines=[
+            HERE,
             {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "5s",
              "ssh": {"host": sshd.host, "port": sshd.port, "key": str(sshd.client_key),
                      "known_hosts": str(sshd.known_hosts)}},
             {"name": "msi", "os": "windows", "address": "127.0.0.1", "timeout": "1s",
              "ssh": {"host": "127.0.0.1", "port": free_port()}},
         ],
-        "services": services,
-        "port_ranges": [{"project": "aphos", "machine": "here", "range": "2567-2599",
-                         "default_port": 2567, "processes": ["node"]}],
-    })  # fmt: skip
-    node = Node(LoadedConfig(config, None))
-    await node.start()
-    return node
+        services=services,
+        port_ranges=[{"project": "aphos", "machine": "here", "range": "2567-2599",
+                      "default_port": 2567, "processes": ["node"]}],
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.node import Node
-from core.config import LoadedConfig, parse_config
-from tests.auxil.net import free_port
+from tests.auxil.botnode import start_test_node
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, say
 from tests.bot.test_fleet_commands import confirmed, only
 
@@ -23,17 +22,7 @@ COMMANDS = [
 
 @pytest.fixture
 async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
-    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
-    config = parse_config({
-        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
-        "sidecar": {"port": free_port()},
-        "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
-        "jobs": {"commands": COMMANDS},
-    })  # fmt: skip
-    running = Node(LoadedConfig(config, None))
-    await running.start()
+    running = await start_test_node(tmp_path, monkeypatch, tg, jobs={"commands": COMMANDS})
     yield running
     await running.stop()
 

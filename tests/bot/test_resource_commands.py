@@ -8,26 +8,19 @@ from datetime import timedelta
 import pytest
 
 from bot.node import Node
-from core.config import LoadedConfig, parse_config
 from core.tables import utcnow
-from tests.auxil.net import free_port
+from tests.auxil.botnode import start_test_node
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, say
 from tests.bot.test_fleet_commands import confirmed, only
 
 
 @pytest.fixture
 async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
-    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
-    config = parse_config({
-        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
-        "sidecar": {"port": free_port()},
-        "resources": [{"name": "ollama", "max_concurrent": 1, "lease_ttl": "30s"}],
-        "llm_accounts": [{"name": "claude-main"}, {"name": "claude-backup"}],
-    })  # fmt: skip
-    running = Node(LoadedConfig(config, None))
-    await running.start()
+    running = await start_test_node(
+        tmp_path, monkeypatch, tg, machines=[],
+        resources=[{"name": "ollama", "max_concurrent": 1, "lease_ttl": "30s"}],
+        llm_accounts=[{"name": "claude-main"}, {"name": "claude-backup"}],
+    )  # fmt: skip
     yield running
     await running.stop()
 

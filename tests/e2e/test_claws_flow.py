@@ -14,13 +14,12 @@ import pytest
 
 from bot.node import Node
 from core.buckets import Buckets
-from core.config import LoadedConfig, parse_config
 from core.crypto import generate_key
 from core.minis import Minis
 from core.openclaw import gateway_url, handshake
 from tests.agent.conftest import CLAWOPS, TOKEN_ENV, Agent, pid_alive
 from tests.agent.test_real_gateway import NODE, OPENCLAW
-from tests.auxil.net import free_port
+from tests.auxil.botnode import start_test_node
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, say
 from tests.bot.test_fleet_commands import confirmed, only
 
@@ -28,24 +27,16 @@ KEY_ENV = "CLAWOPS_TEST_SECRET_KEY"
 
 
 async def start_node(tmp_path, monkeypatch, tg, s3, extra_claws=None) -> Node:
-    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
     monkeypatch.setenv(KEY_ENV, generate_key())
-    config = parse_config({
-        "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-        "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                     "allowed_chats": [GROUP], "admins": [ADMIN], "viewers": [VIEWER]},
-        "sidecar": {"port": free_port()},
-        "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
-        "claws": {"secret_key_env": KEY_ENV, "provision_timeout": "60s",
-                  "r2": {"endpoint_url": s3.endpoint_url, "region": "us-east-1",
-                         "access_key_id_env": "CLAWOPS_TEST_S3_KEY",
-                         "secret_access_key_env": "CLAWOPS_TEST_S3_SECRET"},
-                  **(extra_claws or {})},
-        "orgs": [{"slug": "acme", "name": "Acme", "members": [ADMIN]}],
-    })  # fmt: skip
-    node = Node(LoadedConfig(config, None))
-    await node.start()
-    return node
+    return await start_test_node(
+        tmp_path, monkeypatch, tg,
+        claws={"secret_key_env": KEY_ENV, "provision_timeout": "60s",
+               "r2": {"endpoint_url": s3.endpoint_url, "region": "us-east-1",
+                      "access_key_id_env": "CLAWOPS_TEST_S3_KEY",
+                      "secret_access_key_env": "CLAWOPS_TEST_S3_SECRET"},
+               **(extra_claws or {})},
+        orgs=[{"slug": "acme", "name": "Acme", "members": [ADMIN]}],
+    )  # fmt: skip
 
 
 @pytest.fixture
