@@ -18,6 +18,8 @@ from tests.bot.test_fleet_commands import confirmed, only
 async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
     running = await start_test_node(
         tmp_path, monkeypatch, tg, machines=[],
+        # Announcements (emergency on/off) go to their own chat: replies in GROUP are replies.
+        telegram={"alert_chat": -700},
         resources=[{"name": "ollama", "max_concurrent": 1, "lease_ttl": "30s"}],
         llm_accounts=[{"name": "claude-main"}, {"name": "claude-backup"}],
     )  # fmt: skip
