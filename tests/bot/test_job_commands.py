@@ -22,7 +22,10 @@ COMMANDS = [
 
 @pytest.fixture
 async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
-    running = await start_test_node(tmp_path, monkeypatch, tg, jobs={"commands": COMMANDS})
+    # A failed run alerts: alerts go to their own chat, so replies in GROUP are only replies.
+    running = await start_test_node(
+        tmp_path, monkeypatch, tg, telegram={"alert_chat": -700}, jobs={"commands": COMMANDS}
+    )
     yield running
     await running.stop()
 
