@@ -232,13 +232,16 @@ async def test_a_delete_the_agent_refuses_stays_deleting_and_recover_finishes_it
     assert agent.claws == {} and await row(db) is None
 
 
-async def provision_until(claws: Claws, step: str) -> asyncio.Task[Any]:
-    """Start a provision and cancel it (a crash of the node) once ``step`` is recorded."""
+async def provision_until(
+    claws: Claws, step: str, arrived: Callable[[], bool] = lambda: True
+) -> asyncio.Task[Any]:
+    """Start a provision and cancel it (a crash of the node) once ``step`` is recorded and
+    ``arrived()`` holds (e.g. the agent has received its call)."""
     task = asyncio.create_task(claws.provision("acme", "support"))
     for _ in range(500):
         await asyncio.sleep(0.01)
         found = await claws.list("acme")
-        if found and step in found[0].steps:
+        if found and step in found[0].steps and arrived():
             break
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -267,8 +270,12 @@ async def test_recover_rolls_back_a_claw_left_in_provisioning_with_partial_steps
     agent = await start_agent(latency=0.3)
     await add_mini(fleet, agent.url)
     claws = service(db, keyring, s3)
-    await provision_until(claws, "agent")  # cancelled while the agent call is in flight
-    await asyncio.sleep(0.5)  # the agent finishes creating the claw anyway
+    # Cancelled while the agent call is in flight (it has reached the agent, slow to answer).
+    await provision_until(claws, "agent", lambda: "POST /claws" in agent.calls)
+    for _ in range(100):  # the agent finishes creating the claw anyway
+        if agent.claws:
+            break
+        await asyncio.sleep(0.05)
     assert list(agent.claws) == ["claw-1"]
     assert await claws.recover(timedelta(0)) == ["acme/support: rolled back"]
     agent.latency = 0
