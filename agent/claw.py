@@ -6,6 +6,13 @@ in env ``OPENCLAW_GATEWAY_TOKEN``, never on the command line. When the process d
 again after a backoff that doubles up to ``MAX_BACKOFF`` (reset after a run of ``STABLE`` s);
 ``restarts`` counts those. ``ready`` is true once a real connect handshake with the claw's token
 got hello-ok (core/openclaw.py); it is re-checked while the claw runs.
+
+Each gateway's identity (``identify``: its start time and command line, as ``ps`` prints them)
+is recorded when it starts, and again once it is ready (the real gateway renames its process,
+``openclaw-gateway``, after start). An agent that finds a pid left by a previous run signals it
+only when the live process still has that identity: a pid the system reused for another process
+never is. The start time is what tells them apart (a pid is not reused within the second); the
+command line guards against a clock or ``ps`` that prints times coarsely.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,45 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells one process from a later one with the same pid."""
+
+    started: str  # ps's lstart in UTC, e.g. "Mon Jan  6 10:00:00 2025"
+    command: str  # the command line as ps shows it (the process may have renamed itself)
+
+
+# A fixed zone and locale: the start time must read the same to the next agent.
+_PS_ENV = {"TZ": "UTC", "LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+async def identify(pid: int) -> ProcessIdentity | None:
+    """The start time and command line of live process ``pid``; None when there is none (or
+    ``ps`` cannot tell). ``ps -o lstart=,command=`` is the same on macOS and Linux."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ps",
+            "-ww",
+            "-o",
+            "lstart=,command=",
+            "-p",
+            str(pid),
+            env=_PS_ENV,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    except (OSError, TimeoutError) as exc:
+        log.warning("cannot run ps to identify pid %d: %s", pid, exc)
+        return None
+    # lstart is five words (weekday, month, day, time, year); the command line follows.
+    words = out.decode(errors="replace").strip().split(None, 5)
+    if proc.returncode != 0 or len(words) < 6:
+        return None
+    return ProcessIdentity(" ".join(words[:5]), words[5])
+
+
 def kill_group(pid: int, sig: int) -> bool:
     try:
         os.killpg(pid, sig)
@@ -80,7 +127,9 @@ class Claw:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.on_spawn: Callable[[], None] | None = None
+        self.identity: ProcessIdentity | None = None
+        # Called when what the state file records (pid, identity) changed.
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -143,8 +192,8 @@ class Claw:
                 log.warning("claw %s: %s", self.claw_id, self.error)
             else:
                 self.pid, started = self._proc.pid, time.monotonic()
-                if self.on_spawn is not None:
-                    self.on_spawn()
+                self.identity = await identify(self._proc.pid)
+                self._changed()
                 watcher = asyncio.create_task(self._watch_ready())
                 try:
                     code = await self._proc.wait()
@@ -168,9 +217,23 @@ class Claw:
             ok = await probe(url, self.token, timeout=3.0)
             if ok and not self.ready:
                 self.status, self.ready, self.error = "running", True, ""
+                await self._reidentify()
             elif not ok and self.ready:
                 self.ready = False
             await asyncio.sleep(5.0 if self.ready else 0.3)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def _reidentify(self) -> None:
+        # A gateway renames its process once it runs: record the name the next agent will see.
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        identity = await identify(self._proc.pid)
+        if identity is not None and identity != self.identity:
+            self.identity = identity
+            self._changed()
 
     async def stop(self, timeout: float) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout``; stop supervising."""
@@ -188,4 +251,4 @@ class Claw:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.status, self.pid, self.ready = "stopped", None, False
+        self.status, self.pid, self.ready, self.identity = "stopped", None, False, None

@@ -1,8 +1,11 @@
 """The agent's claws: create, restart, delete, back up, and the state file that survives restarts.
 
-``state_dir/claws.json`` (mode 600) lists each claw's id, port, bucket and last pid; the tokens
-live only in each claw's config file (mode 600 in a home of mode 700). When the agent starts it
-stops whatever a previous agent left running (by process group) and starts every claw again.
+``state_dir/claws.json`` (mode 600) lists each claw's id, port, bucket, last pid and that
+process's identity (start time and command line, agent/claw.py); the tokens live only in each
+claw's config file (mode 600 in a home of mode 700). When the agent starts it stops what a
+previous agent left running (SIGKILL to the process group) — only when the live process with
+that pid still has the recorded identity: a reused pid, or a row with no identity, is logged and
+left alone — and starts every claw again.
 Changes are serialized by one lock, so two requests can never take one port or exceed capacity.
 """
 
@@ -18,7 +21,7 @@ import socket
 from typing import Any
 
 from agent.backup import backup, restore_newest
-from agent.claw import Claw, kill_group, write_private
+from agent.claw import Claw, ProcessIdentity, identify, kill_group, write_private
 from agent.config import AgentConfig
 from core.buckets import Buckets, S3Settings
 from core.errors import ClawopsError, StartupRefused
@@ -71,15 +74,49 @@ class Fleet:
         root = self.config.state_dir
         claw = Claw(claw_id, port, token, bucket, root / "homes" / claw_id,
                     root / "logs" / f"{claw_id}.log")  # fmt: skip
-        claw.on_spawn = self.save
+        claw.on_change = self.save
         return claw
 
     def save(self) -> None:
-        rows = [
-            {"clawId": c.claw_id, "port": c.port, "bucket": c.bucket, "pid": c.pid}
-            for c in self.claws.values()
-        ]
+        rows = []
+        for c in self.claws.values():
+            row: dict[str, Any] = {
+                "clawId": c.claw_id,
+                "port": c.port,
+                "bucket": c.bucket,
+                "pid": c.pid,
+            }
+            if c.pid is not None and c.identity is not None:
+                row |= {"started": c.identity.started, "command": c.identity.command}
+            rows.append(row)
         write_private(self.state_file, json.dumps(rows, indent=2))
+
+    @staticmethod
+    async def end_leftover(row: dict[str, Any]) -> bool:
+        """SIGKILL the process group a previous agent left for this row, only if the live
+        process with its pid still has the recorded identity. Whether it was signalled."""
+        claw_id, pid = row.get("clawId"), row.get("pid")
+        if not isinstance(pid, int) or pid <= 1:
+            return False
+        live = await identify(pid)
+        if live is None:
+            return False  # gone: nothing to stop
+        recorded = ProcessIdentity(str(row.get("started") or ""), str(row.get("command") or ""))
+        if live != recorded:
+            # Name the program only: another process's command line may hold its secrets.
+            program = os.path.basename(live.command.split(maxsplit=1)[0])[:60]
+            log.warning(
+                "claw %s: pid %d is now another process (%s, started %s UTC), not the gateway "
+                "recorded (started %s UTC): not signalled",
+                claw_id,
+                pid,
+                program,
+                live.started,
+                recorded.started or "unknown",
+            )
+            return False
+        log.info("claw %s: stopping gateway pid %d left by a previous agent", claw_id, pid)
+        return kill_group(pid, signal.SIGKILL)
 
     def _start(self, claw: Claw) -> None:
         claw.start(self.config.gateway_command, self.drop_env)
@@ -98,8 +135,7 @@ class Fleet:
                 "fix or move it away (the claws' homes are kept)"
             ) from None
         for row in rows:
-            if row.get("pid"):
-                kill_group(int(row["pid"]), signal.SIGKILL)
+            await self.end_leftover(row)
             claw = self._claw(row["clawId"], int(row["port"]), "", row.get("bucket"))
             try:
                 gateway = json.loads(claw.config_path.read_text())["gateway"]

@@ -41,6 +41,7 @@ from core.resources import Leases
 from core.state import StateStore
 from core.statuslog import Entry, StatusLog
 from core.tables import utcnow
+from core.websessions import WebAuth
 from jobs.base import JobContext
 from jobs.registry import builtin_jobs
 from jobs.runner import JobRunner
@@ -134,6 +135,11 @@ class Node:
         )
         await self._open_database()
         await sync_orgs(self.db, self.config.orgs)
+        # Who left admins, viewers and every org signs in no more (the local operator stays).
+        local = () if self.config.telegram_token() else (LOCAL_OPERATOR,)
+        staff = [*self.config.telegram.admins, *self.config.telegram.viewers, *local]
+        if pruned := await WebAuth(self.db).prune(staff):
+            log.info("web: revoked %s of users no longer admin, viewer or in an org", pruned)
         for hostname in await seed_minis(self.db, self.config.claws.minis):
             log.info("claws: Mac Mini %s added to the inventory from the config", hostname)
         await self.statuslog.start()

@@ -5,6 +5,11 @@ Users are Telegram user ids. ``/web`` makes a one-time login link; redeeming it 
 ``secrets.token_urlsafe(32)`` (256 bits) and only its SHA-256 is stored, so a copy of the
 database signs nobody in. A link is claimed with a conditional update (``WHERE used_at IS NULL
 AND expires_at > now``): of two concurrent redemptions exactly one gets a session.
+
+Revocation (``prune``): a user keeps sessions, login links and API tokens only while they are an
+admin, a viewer, or a member of at least one org. Org membership is read from ``org_members``
+(the config's mirror, ``core.orgs.sync_orgs``), so ``prune`` runs right after that sync: at
+start, and on any later reload of the config.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import Database
 from core.errors import InputError
-from core.tables import api_tokens, utcnow, web_logins, web_sessions
+from core.tables import api_tokens, org_members, utcnow, web_logins, web_sessions
 
 LOGIN_TTL = timedelta(minutes=10)
 SESSION_TTL = timedelta(days=7)
@@ -64,6 +70,23 @@ class TokenInfo:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``WebAuth.prune`` ended: sessions, unspent login links and API tokens."""
+
+    sessions: int = 0
+    logins: int = 0
+    tokens: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.logins or self.tokens)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.sessions} session(s), {self.logins} login link(s), {self.tokens} API token(s)"
+        )
 
 
 class WebAuth:
@@ -195,6 +218,39 @@ class WebAuth:
                 .values(used_at=now)
             )
         return int(result.rowcount)
+
+    async def prune(self, staff: Iterable[int]) -> Pruned:
+        """Revoke everything held by users who are no longer allowed to sign in.
+
+        Allowed: the ``staff`` ids (admins and viewers) and every member of an org, as
+        ``org_members`` says now. Everyone else loses their live sessions, unspent login links
+        and active API tokens, in one transaction. Expired and revoked rows are left as they are
+        (the record).
+        """
+        keep = sorted(set(staff))
+        now = utcnow()
+        members = select(org_members.c.user_id)
+
+        def gone(column: ColumnElement[int]) -> ColumnElement[bool]:
+            return and_(column.not_in(keep), column.not_in(members))
+
+        async with self.db.begin_write() as conn:
+            sessions = await conn.execute(
+                update(web_sessions)
+                .where(gone(web_sessions.c.user_id), _live_session(now))
+                .values(revoked_at=now)
+            )
+            logins = await conn.execute(
+                update(web_logins)
+                .where(gone(web_logins.c.user_id), web_logins.c.used_at.is_(None))
+                .values(used_at=now)
+            )
+            tokens = await conn.execute(
+                update(api_tokens)
+                .where(gone(api_tokens.c.user_id), api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return Pruned(int(sessions.rowcount), int(logins.rowcount), int(tokens.rowcount))
 
     # -- API tokens --------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Before the upgrade (plain HTTP refusals, JSON ``{"error"}``):
 2. Origin: a browser's ``Origin`` must be the public URL's origin (or this sidecar's own
    ``http://host``); no ``Origin`` is a script, admitted only with a valid API token: 403.
 3. The org exists (404) and the user is a member (403); the claw exists (404) and is active
-   (409); the user holds fewer than ``ws_max_per_user`` sockets (429); its token opens.
+   (409); the user holds fewer than ``ws_max_per_user`` sockets (429: the slot is counted and
+   reserved in one step, with no await between, so concurrent upgrades cannot overshoot it);
+   its token opens.
 
 After it: connect upstream, handshake with the node's device identity (retrying a gateway that
 answers UNAVAILABLE for up to ``HANDSHAKE_RETRY`` seconds; a device the gateway does not know
@@ -16,7 +18,10 @@ scopes asked, send
 ``proxy.ready``, then relay frames unchanged both ways. Backpressure comes from aiohttp: a
 ``send_str`` to a slow side awaits its drain, so that direction stops reading from the other,
 whose reader queue pauses its TCP socket — the buffering per direction stays bounded.
-Close codes are the contract's (4400, 4401, 4408, 4502, 4503, 4504, 1001).
+Every ``ws_recheck`` seconds the socket re-checks its session or token (gone: 4401) and the
+user's membership of the claw's org (gone: 4403), so a user removed from the org is cut off
+without waiting for the socket to end. Close codes are the contract's (4400, 4401, 4403, 4408,
+4502, 4503, 4504, 1001).
 """
 
 from __future__ import annotations
@@ -158,18 +163,22 @@ async def claw_socket(request: web.Request) -> web.StreamResponse:
             return json_error(404, f"no claw {org}/{slug}")
         if claw.status != "active" or not claw.gateway_url:
             return json_error(409, f"claw {org}/{slug} is {claw.status}, not active")
-        if links.count(user) >= state.ws_max_per_user:
-            return json_error(429, f"too many connections (at most {state.ws_max_per_user})")
-        gateway_token = await service.gateway_token(org, slug)
     except (StorageError, ClawopsError) as exc:
         log.warning("ws proxy: cannot admit a connection to %s/%s: %s", org, slug, exc)
         return json_error(503, "the claw cannot be reached right now; try again")
-    recheck = _rechecker(request)
     # No permessage-deflate: frames are relayed as they are (and batched, see ``_send``).
     browser = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30.0, compress=False)
     link = Link(user, browser)
-    links.active.add(link)  # reserved before the first await after the count
+    # Count and reserve with no await between: concurrent upgrades cannot all see a free slot.
+    if links.count(user) >= state.ws_max_per_user:
+        return json_error(429, f"too many connections (at most {state.ws_max_per_user})")
+    links.active.add(link)
     try:
+        try:
+            gateway_token = await service.gateway_token(org, slug)
+        except (StorageError, ClawopsError) as exc:
+            log.warning("ws proxy: cannot admit a connection to %s/%s: %s", org, slug, exc)
+            return json_error(503, "the claw cannot be reached right now; try again")
         await browser.prepare(request)
         hello = await _open_upstream(
             request.app, link, claw.gateway_url, gateway_token,
@@ -187,7 +196,7 @@ async def claw_socket(request: web.Request) -> web.StreamResponse:
             },
         }  # fmt: skip
         await browser.send_str(json.dumps(ready))
-        await _relay(link, state.ws_idle_timeout, state.ws_recheck, recheck)
+        await _relay(link, state.ws_idle_timeout, state.ws_recheck, _rechecker(request, user))
         return browser
     finally:
         links.active.discard(link)
@@ -198,16 +207,24 @@ async def claw_socket(request: web.Request) -> web.StreamResponse:
             await browser.close(code=code, message=reason.encode()[:120])
 
 
-def _rechecker(request: web.Request) -> Callable[[], Awaitable[bool]]:
-    """Whether the credentials that opened the socket are still good (for 4401)."""
+Recheck = Callable[[], Awaitable[tuple[int, str] | None]]
+
+
+def _rechecker(request: web.Request, user: int) -> Recheck:
+    """Why the socket must close now, or None: the credentials that opened it ended (4401), or
+    the user is no longer a member of the claw's org (4403)."""
     auth, cookie, token = request.app[AUTH], request.cookies.get(COOKIE), _bearer(request)
+    db, org = request.app[STATE].statuslog.db, request.match_info["org"]
 
-    async def still_good() -> bool:
-        if cookie and await auth.session_user(cookie) is not None:
-            return True
-        return bool(token) and await auth.token_user(token or "") is not None
+    async def why_close() -> tuple[int, str] | None:
+        live = bool(cookie) and await auth.session_user(cookie or "") == user
+        if not live and not (token and await auth.token_user(token) == user):
+            return 4401, "session ended"
+        if not await is_member(db, org, user):
+            return 4403, f"no longer a member of {org}"
+        return None
 
-    return still_good
+    return why_close
 
 
 async def approve_device(service: Claws, claw: Claw, device: DeviceIdentity) -> None:
@@ -413,7 +430,7 @@ async def _gateway_to_browser(link: Link) -> tuple[int, str]:
 
 
 async def _watch(
-    link: Link, idle: float, recheck_every: float, recheck: Callable[[], Awaitable[bool]]
+    link: Link, idle: float, recheck_every: float, recheck: Recheck
 ) -> tuple[int, str]:
     step = max(0.05, min(idle / 4, recheck_every, 5.0))
     next_check = time.monotonic() + recheck_every
@@ -424,14 +441,13 @@ async def _watch(
             return 4408, "idle timeout"
         if now >= next_check:
             next_check = now + recheck_every
-            with contextlib.suppress(StorageError):
-                if not await recheck():
-                    return 4401, "session ended"
+            with contextlib.suppress(StorageError):  # a database hiccup closes nobody
+                closing = await recheck()
+                if closing is not None:
+                    return closing
 
 
-async def _relay(
-    link: Link, idle: float, recheck_every: float, recheck: Callable[[], Awaitable[bool]]
-) -> None:
+async def _relay(link: Link, idle: float, recheck_every: float, recheck: Recheck) -> None:
     link.last_frame = time.monotonic()
     tasks: list[asyncio.Task[tuple[int, str]]] = [
         asyncio.create_task(_browser_to_gateway(link)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.claw import ProcessIdentity, identify
 from core.openclaw import TokenRefused, gateway_url, handshake
 from tests.agent.conftest import ROOT, Agent, claw_token, pid_alive
 
@@ -44,6 +46,10 @@ async def test_the_agent_runs_a_real_gateway_that_completes_a_real_handshake(
     info = agent.wait_for("real", lambda i: i["ready"] is True, timeout=60)
     assert info["status"] == "running" and info["restarts"] == 0, info
     assert token not in _cmdline(info["pid"])
+    # The gateway renames its process once it runs; the state file records the name it has now,
+    # so that a later agent recognises it (agent/fleet.py).
+    (row,) = json.loads((agent.state_dir / "claws.json").read_text())
+    assert ProcessIdentity(row["started"], row["command"]) == await identify(info["pid"])
     hello = await handshake(gateway_url(port), token, timeout=10)
     assert hello.protocol == 4
     assert "operator.read" in hello.scopes and "operator.write" in hello.scopes

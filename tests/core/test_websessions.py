@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from core.config import OrgConfig
 from core.db import Database
 from core.errors import InputError
+from core.orgs import sync_orgs
 from core.tables import api_tokens, metadata, utcnow, web_logins, web_sessions
 from core.websessions import WebAuth, digest
 
@@ -168,3 +170,31 @@ async def test_a_token_for_a_non_user_id_is_refused(auth, db):
     with pytest.raises(InputError, match="not a Telegram user id"):
         await auth.create_token(-500, "group")
     assert await rows(db, api_tokens) == []
+
+
+async def test_prune_ends_the_access_of_users_who_are_no_longer_staff_nor_in_an_org(auth, db):
+    admin, member, gone, dropped = 10, 20, 30, 40
+    await sync_orgs(db, [OrgConfig(slug="acme", name="Acme", members=[member, dropped])])
+    held = {}
+    for user in (admin, member, gone, dropped):
+        held[user] = (
+            await auth.redeem_login(await auth.create_login(user)),
+            await auth.create_login(user),
+            await auth.create_token(user, f"t{user}"),
+        )
+    # Nothing changed: nothing is pruned.
+    assert not await auth.prune([admin, gone])
+    # ``gone`` leaves the viewers and ``dropped`` the org: both lose everything at once.
+    await sync_orgs(db, [OrgConfig(slug="acme", name="Acme", members=[member])])
+    pruned = await auth.prune([admin])
+    assert (pruned.sessions, pruned.logins, pruned.tokens) == (2, 2, 2)
+    assert str(pruned) == "2 session(s), 2 login link(s), 2 API token(s)"
+    for user, (session, link, token) in held.items():
+        kept = user in (admin, member)
+        assert (await auth.session_user(session) == user) is kept
+        assert (await auth.token_user(token) == user) is kept
+        assert (await auth.redeem_login(link) is not None) is kept
+    assert not await auth.prune([admin]), "a second run finds nothing more"
+    # A user who comes back needs a new link or token: what was revoked stays revoked.
+    await sync_orgs(db, [OrgConfig(slug="acme", name="Acme", members=[member, dropped])])
+    assert await auth.session_user(held[dropped][0]) is None

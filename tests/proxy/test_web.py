@@ -254,6 +254,28 @@ async def test_web_uses_the_public_url_when_one_is_configured(start_node, tg):
     assert re.search(r"https://ops\.example\.org/login/[\w-]{40,}", reply.text), reply.text
 
 
+async def test_a_user_no_longer_admin_viewer_or_member_is_signed_out_at_the_next_start(
+    start_node, caplog
+):
+    first = await start_node()
+    auth = WebAuth(first.db)
+    held = {
+        user: (await auth.redeem_login(await auth.create_login(user)),
+               await auth.create_token(user, f"script-{user}"))
+        for user in (VIEWER, STRANGER)  # STRANGER: a viewer once, no more in the config
+    }  # fmt: skip
+    await first.stop()
+    with caplog.at_level("INFO", logger="clawops.node"):
+        again = await start_node()
+    auth = WebAuth(again.db)
+    for user, (session, token) in held.items():
+        assert session is not None
+        kept = user == VIEWER
+        assert (await auth.session_user(session) == user) is kept
+        assert (await auth.token_user(token) == user) is kept
+    assert "web: revoked 1 session(s), 0 login link(s), 1 API token(s)" in caplog.text
+
+
 # -- clawops tokens -------------------------------------------------------------------------
 
 

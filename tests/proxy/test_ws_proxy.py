@@ -433,6 +433,34 @@ async def test_a_user_over_the_connection_limit_is_refused_with_429(
         await ws.close()
 
 
+async def test_concurrent_upgrades_over_the_limit_are_refused_all_but_the_limit(
+    make_world: WorldMaker, gateway: Gateway
+) -> None:
+    world = await make_world(gateway.port, ws_max_per_user=2)
+    attempts = await asyncio.gather(*(world.open() for _ in range(12)), return_exceptions=True)
+    opened = [a for a in attempts if isinstance(a, aiohttp.ClientWebSocketResponse)]
+    refused = [a.status for a in attempts if isinstance(a, aiohttp.WSServerHandshakeError)]
+    try:
+        assert (len(opened), refused) == (2, [429] * 10), attempts
+        for ws in opened:
+            await ready(ws, [])
+    finally:
+        for ws in opened:
+            await ws.close()
+
+
+async def test_a_member_removed_from_the_org_while_connected_is_closed_with_4403(
+    make_world: WorldMaker, gateway: Gateway
+) -> None:
+    world = await make_world(gateway.port, ws_recheck=0.2)
+    ws = await world.open()
+    await ready(ws, [])
+    # The session stays good; only the membership goes (as a restart with a new config does).
+    await sync_orgs(world.db, [OrgConfig(slug="acme", name="Acme", members=[OUTSIDER])])
+    assert await closed_with(ws) == (4403, "no longer a member of acme")
+    assert await world.auth.session_user(world.cookie) == USER
+
+
 @pytest.fixture
 def stand_in_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """The stand-in gateway as a real process (tests/auxil/fakegateway.py), to kill -9."""
