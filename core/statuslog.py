@@ -119,6 +119,8 @@ class StatusLog:
         if self._writer is None:
             raise StorageError("the status log is not running")
         pending = _Pending(job, stat, text, utcnow(), asyncio.get_running_loop().create_future())
+        # Its caller may have given up by the time it is answered: the answer is then dropped.
+        pending.done.add_done_callback(_retrieved)
         await self._queue.put(pending)
         # If this caller goes away, its entry is still written; the writer skips the answer.
         try:
@@ -232,3 +234,8 @@ def _copy(exc: StorageError | OSError) -> StorageError:
     if isinstance(exc, OSError):
         return DatabaseUnavailable(str(exc) or type(exc).__name__)
     return StorageError(str(exc))
+
+
+def _retrieved(done: asyncio.Future[int]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: asyncio need not warn that nobody read it
