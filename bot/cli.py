@@ -55,7 +55,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     loaded = _load(args)
 
     async def upgrade() -> str | None:
-        db = Database(loaded.database_url)
+        db = Database(loaded.database_url, timeout=loaded.config.database.timeout.total_seconds())
         try:
             await db.upgrade()
             return await db.revision()
@@ -120,7 +120,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     loaded = _load(args)
 
     async def act() -> None:
-        db = Database(loaded.database_url)
+        db = Database(loaded.database_url, timeout=loaded.config.database.timeout.total_seconds())
         try:
             if db.dialect == "sqlite":
                 await db.upgrade()  # as `clawops run` does on SQLite

@@ -27,7 +27,7 @@ from core.alerts import Alerts
 from core.audit import AuditLog
 from core.claws import Claws
 from core.config import LoadedConfig, startup_refusals
-from core.db import Database, alembic_config
+from core.db import Database, DatabaseProbe, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
 from core.health import ServiceReport, SweepReport, sweep
@@ -65,7 +65,9 @@ class Node:
         self.loaded = loaded
         self.config = loaded.config
         self.name = self.config.node.name
-        self.db = Database(loaded.database_url)
+        self.db = Database(
+            loaded.database_url, timeout=loaded.config.database.timeout.total_seconds()
+        )
         self.statuslog = StatusLog(self.db, self.name)
         self.audit = AuditLog(self.db, self.name)
         self.alerts = Alerts(self.db, warning_repeats=self.config.telegram.warning_repeats)
@@ -120,6 +122,7 @@ class Node:
             data_dir=loaded.data_dir,
             leases=self.leases,
             emergency=self.emergency,
+            database=DatabaseProbe(self.db),
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port

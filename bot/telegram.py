@@ -42,7 +42,7 @@ from telegram.ext import (
 
 from bot.commands import ROLE_RANK, Command, Context, Invocation, Registry, Reply, Role, UsageError
 from bot.format import MAX_PARTS, esc, plain, split_html
-from core.errors import ClawopsError
+from core.errors import ClawopsError, DatabaseUnavailable, StorageError
 from core.tables import utcnow
 
 if TYPE_CHECKING:
@@ -221,6 +221,8 @@ class TelegramBot:
         if isinstance(exc, UsageError):
             usage = f"\nUsage: <code>/{command.name} {esc(command.usage)}</code>"
             return Reply(f"⚠️ {esc(exc)}{usage if command.usage else ''}")
+        if isinstance(exc, StorageError):  # not the command's fault: say so, and try again later
+            return Reply(f"⚠️ {esc(exc)}")
         return Reply(f"❌ {esc(exc)}")
 
     async def _check(self, command: Command, inv: Invocation) -> bool:
@@ -243,11 +245,12 @@ class TelegramBot:
 
     async def _execute(self, command: Command, inv: Invocation, edit: int | None = None) -> None:
         started = time.perf_counter()
-        outcome, detail = "ok", ""
+        outcome, detail, unavailable = "ok", "", False
         try:
             reply = await command.handler(Context(inv, self.node))
         except (UsageError, ClawopsError) as exc:
             outcome, detail = "error", str(exc)
+            unavailable = isinstance(exc, DatabaseUnavailable)
             reply = self._refusal(command, exc)
         except Exception as exc:  # a bug must still answer; the traceback goes to the log
             log.exception("/%s failed", command.name)
@@ -255,6 +258,11 @@ class TelegramBot:
             reply = Reply(f"❌ /{command.name} failed: internal error ({esc(type(exc).__name__)}).")
         duration = int((time.perf_counter() - started) * 1000)
         await self._send(inv.chat_id, reply, edit=edit)
+        if unavailable:
+            # Updates are handled one at a time: waiting out another database timeout for the
+            # audit row would only hold up the next command.
+            log.warning("audit of /%s not recorded: %s", inv.command, detail)
+            return
         await self._audit(inv, outcome, duration, detail)
 
     async def _ask_confirmation(self, command: Command, inv: Invocation) -> None:
@@ -361,6 +369,15 @@ class TelegramBot:
             await self.app.bot.send_document(chat_id, document[1], filename=document[0])
 
     async def _audit(self, inv: Invocation, outcome: Any, duration_ms: int, detail: str) -> None:
+        """Record the audit row; a database that fails it is logged, the reply is already out."""
+        try:
+            await self._record_audit(inv, outcome, duration_ms, detail)
+        except StorageError as exc:
+            log.warning("audit of /%s (%s) not recorded: %s", inv.command, outcome, exc)
+
+    async def _record_audit(
+        self, inv: Invocation, outcome: Any, duration_ms: int, detail: str
+    ) -> None:
         await self.node.audit.record(
             command=inv.command,
             outcome=outcome,

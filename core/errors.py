@@ -9,6 +9,7 @@ specific class we have, so callers never catch a library's exception type::
     ├── StartupRefused         the node will not start in this configuration (e.g. an open
     │                          sidecar without a token)
     ├── StorageError           the database could not be reached or a write failed
+    │   └── DatabaseUnavailable  ... it did not answer in time, or the link to it is down
     ├── InputError             a request, command or argument is malformed; nothing was changed
     └── RemoteError            a remote system (sidecar, SSH host, agent) failed or refused
         └── Unreachable        ... could not be reached at all
@@ -53,6 +54,17 @@ class StartupRefused(ClawopsError):
 
 class StorageError(ClawopsError):
     """The database could not be reached, or a write did not complete."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database did not answer within its timeout, refused the connection, or dropped it.
+
+    Transient by nature: the same call may succeed once the database is back.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"database unavailable: {reason}")
 
 
 class InputError(ClawopsError):

@@ -4,6 +4,12 @@ Writes go through one writer task that commits in groups ("group commit"): every
 when a commit starts goes into that one transaction, and each caller is answered only after the
 commit has returned. So an id handed out is always durable, and the cost of a commit (an fsync on
 SQLite) is shared by everyone who was waiting for it instead of being paid once per entry.
+
+A caller waits at most the database's timeout. If its entry is still queued then (the writer is
+stuck on a database that does not answer), the entry is dropped and the caller told it was not
+stored; if a commit holding it is already under way, the caller is told the outcome is unknown
+(that commit itself ends within the timeout). Either way, nothing answered with an id is lost,
+and nothing answered "not stored" turns up later.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.db import Database
-from core.errors import InputError, StorageError
+from core.db import Database, translate
+from core.errors import DatabaseUnavailable, InputError, StorageError
 from core.tables import status_log, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,10 @@ class _Pending:
     message: str
     created_at: datetime
     done: asyncio.Future[int]
+    # Set by the writer when the entry goes into a commit; a caller that gave up before that
+    # marks it abandoned and the writer skips it.
+    claimed: bool = False
+    abandoned: bool = False
 
 
 class StatusLog:
@@ -109,9 +119,19 @@ class StatusLog:
         if self._writer is None:
             raise StorageError("the status log is not running")
         pending = _Pending(job, stat, text, utcnow(), asyncio.get_running_loop().create_future())
+        # Its caller may have given up by the time it is answered: the answer is then dropped.
+        pending.done.add_done_callback(_retrieved)
         await self._queue.put(pending)
         # If this caller goes away, its entry is still written; the writer skips the answer.
-        entry_id = await pending.done
+        try:
+            async with asyncio.timeout(self.db.timeout):
+                entry_id = await asyncio.shield(pending.done)
+        except TimeoutError:
+            waited = f"no answer within {self.db.timeout:g}s"
+            if pending.claimed:
+                raise DatabaseUnavailable(f"{waited} (its commit was still under way)") from None
+            pending.abandoned = True
+            raise DatabaseUnavailable(waited) from None
         return Entry(entry_id, job, stat, text, pending.created_at, self.node)
 
     async def _write_loop(self) -> None:
@@ -127,6 +147,14 @@ class StatusLog:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            dropped = [p for p in batch if p.abandoned]
+            batch = [p for p in batch if not p.abandoned]
+            for _ in dropped:
+                self._queue.task_done()
+            if not batch:
+                continue
+            for item in batch:
+                item.claimed = True
             try:
                 ids = await self._commit(batch)
             except (StorageError, OSError) as exc:
@@ -134,7 +162,7 @@ class StatusLog:
                 log.warning("status log write of %d entries failed: %s", len(batch), exc)
                 for item in batch:
                     if not item.done.done():
-                        item.done.set_exception(StorageError(str(exc)))
+                        item.done.set_exception(_copy(exc))
             else:
                 for item, entry_id in zip(batch, ids, strict=True):
                     if not item.done.done():
@@ -160,15 +188,17 @@ class StatusLog:
         # insert row by row there, six times slower. PostgreSQL sorts cheaply.
         stmt = insert(status_log).returning(status_log.c.id, sort_by_parameter_order=not sqlite)
         try:
-            if self._conn is None or self._conn.closed or self._conn.invalidated:
-                self._conn = await self.db.engine.connect()
-            async with self._conn.begin():
-                ids = [int(row.id) for row in await self._conn.execute(stmt, rows)]
-        except SQLAlchemyError as exc:
+            async with self.db.bounded():
+                if self._conn is None or self._conn.closed or self._conn.invalidated:
+                    self._conn = await self.db.engine.connect()
+                async with self._conn.begin():
+                    ids = [int(row.id) for row in await self._conn.execute(stmt, rows)]
+        except (SQLAlchemyError, StorageError) as exc:
             if self._conn is not None:
+                # An invalidated connection closes at once; it never goes back to the pool.
                 await self._conn.close()
                 self._conn = None
-            raise StorageError(str(getattr(exc, "orig", None) or exc).splitlines()[0]) from exc
+            raise (translate(exc) if isinstance(exc, SQLAlchemyError) else exc) from exc
         return sorted(ids) if sqlite else ids
 
     async def recent(
@@ -195,3 +225,17 @@ class StatusLog:
         async with self.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [Entry(r.id, r.job_id, r.status, r.message, r.created_at, r.node) for r in rows]
+
+
+def _copy(exc: StorageError | OSError) -> StorageError:
+    """One exception per waiting caller (each gets its own traceback), of the same kind."""
+    if isinstance(exc, DatabaseUnavailable):
+        return DatabaseUnavailable(exc.reason)
+    if isinstance(exc, OSError):
+        return DatabaseUnavailable(str(exc) or type(exc).__name__)
+    return StorageError(str(exc))
+
+
+def _retrieved(done: asyncio.Future[int]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: asyncio need not warn that nobody read it

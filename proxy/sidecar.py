@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from core.db import DatabaseProbe
+from core.errors import StorageError
 from core.metrics import Registry
 from core.statuslog import Entry, StatusLog
 
@@ -60,6 +62,8 @@ class SidecarState:
     # Shared resource queues and LLM account cooldowns (proxy.resources_api, SPEC 7b).
     leases: Leases | None = None
     emergency: EmergencyWatch | None = None
+    # The database round-trip /healthz includes (None: /healthz proves only the loop is alive).
+    database: DatabaseProbe | None = None
 
 
 STATE = web.AppKey("state", SidecarState)
@@ -81,9 +85,12 @@ def json_error(status: int, message: str) -> web.Response:
 async def _errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """aiohttp's own 4xx (404, 405, 413) become JSON ``{"error": ...}`` like ours."""
+    """aiohttp's own 4xx (404, 405, 413) become JSON ``{"error": ...}`` like ours; a database
+    that failed a route which did not handle it is a 503."""
     try:
         return await handler(request)
+    except StorageError as exc:
+        return json_error(503, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -96,8 +96,14 @@ async def get_failover(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    # Answering at all proves the loop is alive, which is what the peer's watchdog asks.
-    return web.json_response({"ok": True, "node": request.app[STATE].node})
+    # Answering at all proves the loop is alive; the database round-trip (cached a few seconds,
+    # bounded by the database timeout) proves the node can do its work, so a peer's watchdog
+    # takes over from a node whose database has gone silent.
+    state = request.app[STATE]
+    problem = await state.database.problem() if state.database is not None else None
+    if problem is not None:
+        return web.json_response({"ok": False, "node": state.node, "error": problem}, status=503)
+    return web.json_response({"ok": True, "node": state.node})
 
 
 async def metrics(request: web.Request) -> web.Response:

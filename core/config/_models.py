@@ -84,6 +84,9 @@ class TelegramConfig(_Model):
 class DatabaseConfig(_Model):
     url: str | None = None
     url_env: EnvName | None = None
+    # Every database call (connect, pool checkout, statement, transaction) ends within this,
+    # or fails with "database unavailable" (core.db).
+    timeout: Duration = timedelta(seconds=10)
 
     @model_validator(mode="after")
     def _known_driver(self) -> DatabaseConfig:
