@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigError, Problem, StartupRefused
+from core.httplimits import Limits
 
 MIN_TOKEN = 32
 
@@ -47,6 +48,13 @@ class AgentConfig(_Model):
     gateway_config: dict[str, Any] = Field(default_factory=dict)
     stop_timeout: float = Field(default=10.0, gt=0)
     s3: AgentS3 | None = None
+    # The HTTP edge (core.httpedge, core.httplimits), as on the sidecar: Host names accepted
+    # besides loopback names and IP literals (e.g. the Mini's Tailscale name), and slow-client
+    # bounds in seconds.
+    allowed_hosts: list[str] = []
+    max_connections: int = Field(default=256, ge=16)
+    read_timeout: float = Field(default=10.0, gt=0)
+    keepalive_timeout: float = Field(default=15.0, gt=0)
 
     @field_validator("port_range")
     @classmethod
@@ -67,6 +75,10 @@ class AgentConfig(_Model):
     def ports(self) -> range:
         low, _, high = self.port_range.partition("-")
         return range(int(low), int(high) + 1)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_connections, self.read_timeout, self.keepalive_timeout)
 
     def token(self) -> str:
         """The bearer token, or ``StartupRefused`` saying exactly what to set."""

@@ -7,11 +7,10 @@ import logging
 import signal
 from pathlib import Path
 
-from aiohttp import web
-
 from agent.config import load_agent_config
 from agent.fleet import Fleet
 from agent.server import make_app
+from core.httplimits import EdgeServer
 
 log = logging.getLogger("clawops.agent")
 
@@ -19,10 +18,10 @@ log = logging.getLogger("clawops.agent")
 async def serve(config_path: str | Path) -> None:
     config = load_agent_config(config_path)
     token = config.token()  # StartupRefused before anything is bound or started
-    runner = web.AppRunner(make_app(Fleet(config), token), handle_signals=False)
-    await runner.setup()
+    app = make_app(Fleet(config), token, [*config.allowed_hosts, config.host])
+    server = EdgeServer(app, config.host, config.port, config.limits)
     try:
-        await web.TCPSite(runner, config.host, config.port).start()
+        await server.start()  # also raises the open-file limit
         log.info("agent listening on %s:%d (%d claws max, ports %s)",
                  config.host, config.port, config.max_claws, config.port_range)  # fmt: skip
         stop = asyncio.Event()
@@ -32,7 +31,7 @@ async def serve(config_path: str | Path) -> None:
         await stop.wait()
         log.info("agent stopping: stopping every gateway")
     finally:
-        await runner.cleanup()
+        await server.stop()
 
 
 def run(config_path: str | Path) -> int:

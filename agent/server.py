@@ -1,17 +1,17 @@
 """The agent's HTTP API (THE AGENT HTTP CONTRACT): bearer token on every route, JSON, "ok" always.
 
 Every failure is a non-2xx status with ``{"ok": false, "error"}`` — also aiohttp's own 404/405
-and anything unexpected (500), so a client never reads a failure as success.
+and anything unexpected (500), so a client never reads a failure as success. The checks (token,
+Host, JSON bodies, error statuses) are the shared edge's, core/httpedge.py, as on the sidecar.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from agent.config import MIN_TOKEN
 from agent.devices import approve_device, parse_device
 from agent.fleet import Fleet, Refused
 from core.buckets import check_bucket_name
-from core.errors import ClawopsError, InputError, RemoteError
+from core.errors import InputError
+from core.httpedge import Edge, error_response, host_names, install_edge, read_json
 
 log = logging.getLogger("clawops.agent")
 FLEET = web.AppKey("fleet", Fleet)
@@ -30,31 +31,14 @@ CLAW_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def fail(status: int, error: str) -> web.Response:
-    return web.json_response({"ok": False, "error": error}, status=status)
-
-
 @web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    header = request.headers.get("Authorization", "")
-    given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
-    if not given or not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
-        return fail(401, "missing or wrong bearer token")
+async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The fleet's ``Refused`` carries the status of the agent contract (403, 409, 501, 507);
+    every other error is mapped by the shared edge (core.httpedge.status_for)."""
     try:
         return await handler(request)
     except Refused as exc:
-        return fail(exc.status, str(exc))
-    except InputError as exc:
-        return fail(400, str(exc))
-    except RemoteError as exc:
-        return fail(502, str(exc))
-    except ClawopsError as exc:
-        return fail(500, str(exc))
-    except web.HTTPException as exc:
-        return fail(exc.status, exc.reason or "error")
-    except Exception as exc:  # recorded and answered as a failure, never as success
-        log.exception("agent: %s %s failed", request.method, request.path)
-        return fail(500, f"internal error: {type(exc).__name__}")
+        return error_response(request, exc.status, str(exc))
 
 
 def parse_create(body: Any) -> tuple[str, int, str, str | None, bool]:
@@ -76,10 +60,7 @@ def parse_create(body: Any) -> tuple[str, int, str, str | None, bool]:
 
 
 async def create_claw(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InputError("the body must be JSON") from None
+    body = await read_json(request)
     claw, new = await request.app[FLEET].create(*parse_create(body))
     return web.json_response({"ok": True, "claw": claw.info()}, status=201 if new else 200)
 
@@ -111,10 +92,7 @@ async def backup_claw(request: web.Request) -> web.Response:
 
 async def approve_claw_device(request: web.Request) -> web.Response:
     """Approve the node's device on the claw's gateway (agent/devices.py has the flow)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InputError("the body must be JSON") from None
+    body = await read_json(request)
     device_id, public_key = parse_device(body)
     fleet = request.app[FLEET]
     claw = fleet.get(request.match_info["id"])
@@ -146,8 +124,13 @@ async def health(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
-def make_app(fleet: Fleet, token: str) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+def make_app(fleet: Fleet, token: str, hosts: Iterable[str] = ()) -> web.Application:
+    """The agent's app; ``hosts``: names the Host header may carry besides loopback names and
+    IP literals (the bind host, agent.allowed_hosts)."""
+    app = web.Application(client_max_size=64 * 1024)
+    edge = Edge(token=token, hosts=host_names(extra=hosts), error_fields={"ok": False})
+    install_edge(app, edge)
+    app.middlewares.append(refusals)  # inside the edge's error answer, which would say 500
     app[FLEET], app[TOKEN] = fleet, token
 
     async def lifecycle(app: web.Application) -> Any:

@@ -123,6 +123,9 @@ class Node:
             leases=self.leases,
             emergency=self.emergency,
             database=DatabaseProbe(self.db),
+            allowed_hosts=self.config.sidecar.allowed_hosts,
+            trust_loopback=self.config.sidecar.trust_loopback,
+            limits=self.config.sidecar.limits,
         )
         self.sidecar = Sidecar(
             create_app(self.sidecar_state), self.config.sidecar.host, self.config.sidecar.port

@@ -10,9 +10,15 @@ specific class we have, so callers never catch a library's exception type::
     │                          sidecar without a token)
     ├── StorageError           the database could not be reached or a write failed
     │   └── DatabaseUnavailable  ... it did not answer in time, or the link to it is down
+    ├── Unavailable            a dependency or feature is not available right now (e.g. backups
+    │                          without S3 credentials)
     ├── InputError             a request, command or argument is malformed; nothing was changed
+    │   ├── NotFound           ... it names something that does not exist (HTTP 404)
+    │   └── Conflict           ... it clashes with the current state (HTTP 409)
     └── RemoteError            a remote system (sidecar, SSH host, agent) failed or refused
         └── Unreachable        ... could not be reached at all
+
+core/httpedge.py maps this tree to HTTP statuses, once, for the sidecar and the agent.
 
 Messages are written to be read on a phone screen: short, specific, no stack traces.
 """
@@ -69,6 +75,18 @@ class DatabaseUnavailable(StorageError):
 
 class InputError(ClawopsError):
     """Malformed input (a request body, a command argument); nothing was changed."""
+
+
+class NotFound(InputError):
+    """The request names something that does not exist (a lease, a claw, a resource)."""
+
+
+class Conflict(InputError):
+    """The request clashes with the current state (a port in use, a full agent)."""
+
+
+class Unavailable(ClawopsError):
+    """Something the request needs is not available right now; asking later may work."""
 
 
 class RemoteError(ClawopsError):

@@ -25,13 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.config import ResourceConfig
 from core.db import Database
 from core.errors import InputError
+from core.errors import NotFound as NotFound  # re-exported: callers import it from here
 from core.tables import leases, utcnow
 
 MAX_HOLDER = 128
-
-
-class NotFound(InputError):
-    """An unknown resource, or a lease that is gone (released, expired, reclaimed)."""
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,11 @@ class StatusLog:
         except TimeoutError:
             waited = f"no answer within {self.db.timeout:g}s"
             if pending.claimed:
-                raise DatabaseUnavailable(f"{waited} (its commit was still under way)") from None
+                raise DatabaseUnavailable(
+                    f"{waited}; its commit was under way, so the entry may have been stored"
+                ) from None
             pending.abandoned = True
-            raise DatabaseUnavailable(waited) from None
+            raise DatabaseUnavailable(f"{waited}; the entry was not stored") from None
         return Entry(entry_id, job, stat, text, pending.created_at, self.node)
 
     async def _write_loop(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -25,87 +24,51 @@ from typing import Any
 from aiohttp import web
 
 from core.accounts import EmergencyWatch
-from core.errors import InputError, StorageError
-from core.resources import Leases, NotFound
-from proxy.sidecar import STATE, json_error
+from core.errors import InputError, NotFound, StorageError
+from core.httpedge import read_object
+from core.resources import Leases
+from proxy.sidecar import STATE
 
 POLL = 0.1
 MAX_WAIT = 3600.0
 LOG_EXTRAS = ("account", "limitedUntil")
 
 
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _leases(request: web.Request) -> Leases:
     found = request.app[STATE].leases
     if found is None:
-        raise Refused(404, "no shared resources on this node")
+        raise NotFound("no shared resources on this node")
     return found
 
 
 def _watch(request: web.Request) -> EmergencyWatch:
     found = request.app[STATE].emergency
     if found is None:
-        raise Refused(404, "no LLM accounts on this node")
+        raise NotFound("no LLM accounts on this node")
     return found
 
 
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "body must be a JSON object")
-    unknown = set(body) - allowed
-    if unknown:
-        raise Refused(400, f"unknown field(s): {', '.join(sorted(unknown))}")
-    return body
+    return await read_object(request, allowed, empty_ok=True)
 
 
 def _who(body: dict[str, Any]) -> str:
     who = body.get("who", "anonymous")
     if not isinstance(who, str):
-        raise Refused(400, "'who' must be a string")
+        raise InputError("'who' must be a string")
     return who
 
 
 def _until(value: object) -> datetime:
     if not isinstance(value, str):
-        raise Refused(400, "'until' must be an ISO time like 2026-01-29T15:00:00Z")
+        raise InputError("'until' must be an ISO time like 2026-01-29T15:00:00Z")
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise Refused(400, f"'until' {value!r} is not an ISO time") from None
+        raise InputError(f"'until' {value!r} is not an ISO time") from None
     if when.tzinfo is None:
-        raise Refused(400, "'until' needs a timezone (e.g. a trailing Z for UTC)")
+        raise InputError("'until' needs a timezone (e.g. a trailing Z for UTC)")
     return when
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _answers(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except Refused as exc:
-            return json_error(exc.status, str(exc))
-        except NotFound as exc:
-            return json_error(404, str(exc))
-        except InputError as exc:
-            return json_error(400, str(exc))
-        except StorageError as exc:
-            return json_error(503, str(exc))
-
-    return wrapped
 
 
 async def acquire(request: web.Request) -> web.StreamResponse:
@@ -115,9 +78,9 @@ async def acquire(request: web.Request) -> web.StreamResponse:
     body = await _body(request, {"who", "timeout"})
     timeout = body.get("timeout", 30)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise Refused(400, "'timeout' must be a number of seconds")
+        raise InputError("'timeout' must be a number of seconds")
     if not 0 <= timeout <= MAX_WAIT:
-        raise Refused(400, f"'timeout' must be between 0 and {MAX_WAIT:g} seconds")
+        raise InputError(f"'timeout' must be between 0 and {MAX_WAIT:g} seconds")
     lease = await leases.enqueue(name, _who(body))
     deadline = time.monotonic() + timeout
     try:
@@ -200,16 +163,16 @@ async def mode(request: web.Request) -> web.StreamResponse:
 def log_limit(request: web.Request, body: dict[str, Any]) -> Callable[[], Awaitable[None]] | None:
     """The ``account`` + ``limitedUntil`` fields of a POST /api/log, taken out of ``body`` and
     checked before the entry is stored; what records the limit once it is (None: no fields).
-    Raises ``Refused`` for a bad pair, so nothing is stored."""
+    Raises ``InputError`` (or ``NotFound``: no accounts) for a bad pair, so nothing is stored."""
     if not any(k in body for k in LOG_EXTRAS):
         return None
     if not all(k in body for k in LOG_EXTRAS):
-        raise Refused(400, "'account' and 'limitedUntil' go together")
+        raise InputError("'account' and 'limitedUntil' go together")
     watch = _watch(request)
     account, until = body.pop("account"), _until(body.pop("limitedUntil"))
     if not isinstance(account, str) or account not in watch.names:
         known = ", ".join(watch.names)
-        raise Refused(400, f"unknown LLM account {account!r} (known: {known})")
+        raise InputError(f"unknown LLM account {account!r} (known: {known})")
 
     async def record() -> None:
         await watch.limited(account, until)
@@ -219,11 +182,11 @@ def log_limit(request: web.Request, body: dict[str, Any]) -> Callable[[], Awaita
 
 def setup_routes(app: web.Application) -> None:
     add = app.router
-    add.add_post("/api/resources/{name}/acquire", _answers(acquire))
-    add.add_post("/api/resources/{name}/enqueue", _answers(enqueue))
-    add.add_get("/api/resources", _answers(resources))
-    add.add_post("/api/leases/{lease}/poll", _answers(poll))
-    add.add_post("/api/leases/{lease}/heartbeat", _answers(heartbeat))
-    add.add_post("/api/leases/{lease}/release", _answers(release))
-    add.add_post("/api/accounts/{name}/limited", _answers(limited))
-    add.add_get("/api/mode", _answers(mode))
+    add.add_post("/api/resources/{name}/acquire", acquire)
+    add.add_post("/api/resources/{name}/enqueue", enqueue)
+    add.add_get("/api/resources", resources)
+    add.add_post("/api/leases/{lease}/poll", poll)
+    add.add_post("/api/leases/{lease}/heartbeat", heartbeat)
+    add.add_post("/api/leases/{lease}/release", release)
+    add.add_post("/api/accounts/{name}/limited", limited)
+    add.add_get("/api/mode", mode)

@@ -6,7 +6,6 @@ starts it by hand (AppRunner/TCPSite) so it shares the event loop with the bot a
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from core.db import DatabaseProbe
-from core.errors import StorageError
+from core.httpedge import Edge, host_names, install_edge
+from core.httplimits import EdgeServer, Limits
 from core.metrics import Registry
 from core.statuslog import Entry, StatusLog
 
@@ -64,6 +64,12 @@ class SidecarState:
     emergency: EmergencyWatch | None = None
     # The database round-trip /healthz includes (None: /healthz proves only the loop is alive).
     database: DatabaseProbe | None = None
+    # The HTTP edge (core.httpedge, core.httplimits): Host names besides loopback names, IP
+    # literals and public_url's host; whether a loopback cron script may POST /api/log without
+    # the token; slow-client bounds and the connection cap.
+    allowed_hosts: list[str] = field(default_factory=list)
+    trust_loopback: bool = True
+    limits: Limits = field(default_factory=Limits)
 
 
 STATE = web.AppKey("state", SidecarState)
@@ -77,44 +83,27 @@ PUBLIC_ROUTES = frozenset(
 )  # fmt: skip
 
 
+# What a loopback peer that came through no proxy may call without the token
+# (sidecar.trust_loopback): the old clawd-status API let the seed's cron scripts report that way.
+LOOPBACK_ROUTES = frozenset({("POST", "/api/log")})
+# A browser's sign-out form; checked by Origin instead of by Content-Type.
+FORM_ROUTES = frozenset({"/logout"})
+
+
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-@web.middleware
-async def _errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """aiohttp's own 4xx (404, 405, 413) become JSON ``{"error": ...}`` like ours; a database
-    that failed a route which did not handle it is a 503."""
-    try:
-        return await handler(request)
-    except StorageError as exc:
-        return json_error(503, str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        reason = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        if exc.status == 413:
-            reason = f"request body is larger than {request.app[STATE].max_body} bytes"
-        return json_error(exc.status, reason or "error")
-
-
-@web.middleware
-async def _bearer_token(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    token = request.app[STATE].token
-    resource = request.match_info.route.resource
-    if token is None or (resource is not None and resource.canonical in PUBLIC_ROUTES):
-        return await handler(request)
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not value:
-        return json_error(401, "missing bearer token (Authorization: Bearer TOKEN)")
-    if not hmac.compare_digest(value.strip().encode(), token.encode()):
-        return json_error(401, "wrong bearer token")
-    return await handler(request)
+def edge_policy(state: SidecarState) -> Edge:
+    return Edge(
+        token=state.token,
+        hosts=host_names(state.public_url, extra=state.allowed_hosts),
+        public_routes=PUBLIC_ROUTES,
+        trust_loopback=state.trust_loopback,
+        loopback_routes=LOOPBACK_ROUTES,
+        form_routes=FORM_ROUTES,
+        max_body=state.max_body,
+    )
 
 
 @web.middleware
@@ -147,10 +136,8 @@ def create_app(state: SidecarState) -> web.Application:
     from proxy import chat_page, resources_api, status_api, ws_proxy
     from proxy import web as web_routes
 
-    app = web.Application(
-        client_max_size=state.max_body,
-        middlewares=[_count_requests, _errors_as_json, _bearer_token],
-    )
+    app = web.Application(client_max_size=state.max_body, middlewares=[_count_requests])
+    install_edge(app, edge_policy(state))
     app[STATE] = state
     status_api.setup_routes(app)
     web_routes.setup_routes(app)
@@ -160,29 +147,8 @@ def create_app(state: SidecarState) -> web.Application:
     return app
 
 
-class Sidecar:
-    """Runs an app on host:port inside the current event loop."""
+class Sidecar(EdgeServer):
+    """Runs the app on host:port inside the current event loop, with the state's limits."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        super().__init__(app, host, port, app[STATE].limits)

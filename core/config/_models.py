@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from core.durations import parse_duration
+from core.httplimits import Limits
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -104,6 +105,30 @@ class SidecarConfig(_Model):
     token_env: EnvName | None = None
     public_url: str | None = None
     max_body: Annotated[int, Field(ge=1024)] = 64 * 1024
+    # The HTTP edge (core.httpedge): Host names accepted besides loopback names, IP literals and
+    # public_url's host; whether a loopback client with no forwarding headers may POST /api/log
+    # without the token (the seed's cron scripts).
+    allowed_hosts: list[str] = []
+    trust_loopback: bool = True
+    # Slow clients (core.httplimits): open connections at most, time to send one request's
+    # headers and body, time a keep-alive connection may sit idle.
+    max_connections: Annotated[int, Field(ge=16)] = 512
+    read_timeout: Duration = timedelta(seconds=10)
+    keepalive_timeout: Duration = timedelta(seconds=15)
+
+    @model_validator(mode="after")
+    def _positive_timeouts(self) -> SidecarConfig:
+        if self.read_timeout <= timedelta(0) or self.keepalive_timeout <= timedelta(0):
+            raise ValueError("read_timeout and keepalive_timeout must be positive")
+        return self
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_connections=self.max_connections,
+            read_timeout=self.read_timeout.total_seconds(),
+            keepalive_timeout=self.keepalive_timeout.total_seconds(),
+        )
 
     @property
     def is_loopback(self) -> bool:

@@ -68,12 +68,24 @@ def test_bad_input_is_refused_with_400(agent: Agent, body: Any, words: str) -> N
     assert_refused(agent, agent.call("POST", "/claws", body), 400, words)
 
 
-def test_a_body_that_is_not_json_is_refused(agent: Agent) -> None:
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "words"),
+    [
+        (b"{nope", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        (b"[" * 30000, {"Content-Type": "application/json"}, 400, "nested deeper than 32"),
+        (b'{"clawId": "x"}', {}, 415, "application/json"),  # what a cross-site form can send
+        (b'{"clawId": "x"}', {"Content-Type": "text/plain"}, 415, "application/json"),
+        (b"{}", {"Content-Type": "application/json", "Host": "evil.example.net"}, 421, "Host"),
+    ],
+)
+def test_a_body_that_is_not_json_or_a_foreign_host_is_refused(
+    agent: Agent, content: bytes, headers: dict[str, str], status: int, words: str
+) -> None:
     import httpx
 
-    answer = httpx.post(agent.url + "/claws", content=b"{nope",
-                        headers={"Authorization": f"Bearer {agent.token}"})  # fmt: skip
-    assert_refused(agent, answer, 400, "JSON")
+    auth = {"Authorization": f"Bearer {agent.token}", **headers}
+    answer = httpx.post(agent.url + "/claws", content=content, headers=auth)
+    assert_refused(agent, answer, status, words)
 
 
 def test_a_port_outside_the_range_is_refused(agent: Agent) -> None:

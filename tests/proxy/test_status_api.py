@@ -31,10 +31,10 @@ class Running:
 async def start_sidecar(db: Database) -> AsyncIterator[Callable[..., object]]:
     started: list[tuple[Sidecar, StatusLog, httpx.AsyncClient]] = []
 
-    async def start(token: str | None = None) -> Running:
+    async def start(token: str | None = None, **fields: object) -> Running:
         log = StatusLog(db, "test-node")
         await log.start()
-        state = SidecarState(statuslog=log, node="test-node", token=token)
+        state = SidecarState(statuslog=log, node="test-node", token=token, **fields)  # type: ignore[arg-type]
         sidecar = Sidecar(create_app(state), "127.0.0.1", 0)
         await sidecar.start()
         client = httpx.AsyncClient(base_url=sidecar.url, timeout=10)
@@ -129,7 +129,7 @@ async def test_a_malformed_post_gets_a_json_4xx_and_stores_nothing(
 
 
 async def test_a_token_is_required_when_one_is_configured(start_sidecar, db):
-    running = await start_sidecar(token="s3cret")
+    running = await start_sidecar(token="s3cret", trust_loopback=False)
     client = running.client
     missing = await client.post("/api/log", json=GOOD)
     wrong = await client.post("/api/log", json=GOOD, headers={"Authorization": "Bearer nope"})
@@ -142,6 +142,19 @@ async def test_a_token_is_required_when_one_is_configured(start_sidecar, db):
     ok = await client.post("/api/log", json=GOOD, headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 201
     assert (await client.get("/healthz")).status_code == 200  # the peer's watchdog needs no token
+
+
+async def test_a_loopback_cron_script_may_post_a_log_entry_without_the_token(start_sidecar, db):
+    client = (await start_sidecar(token="s3cret")).client  # trust_loopback is on by default
+    assert (await client.post("/api/log", json=GOOD)).status_code == 201
+    wrong = await client.post("/api/log", json=GOOD, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401  # a token that is given must be right
+    assert (await client.get("/api/log")).status_code == 401  # reading still needs it
+    assert (await client.get("/api/status")).status_code == 401
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):  # a local reverse proxy
+        proxied = await client.post("/api/log", json=GOOD, headers={header: "203.0.113.9"})
+        assert proxied.status_code == 401, header
+    assert await stored(db) == 1
 
 
 async def test_get_log_filters_limits_and_returns_newest_first(sidecar):
