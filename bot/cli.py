@@ -96,12 +96,23 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
     from bot.node import LOCAL_OPERATOR
+    from core.localtelegram import ACCESS_FILE, read_access_file
 
-    config = _load(args).config
-    url = args.url or f"http://127.0.0.1:{config.telegram.local_api_port}"
+    loaded = _load(args)
+    access = loaded.data_dir / ACCESS_FILE
+    try:
+        url, secret = read_access_file(access)
+    except (OSError, ValueError) as exc:
+        reason = "it does not exist" if isinstance(exc, FileNotFoundError) else exc
+        print(
+            f"clawops chat: cannot read {access} ({reason}). Is `clawops run` running with this "
+            "config and without a Telegram token? Run chat as the user that runs the node.",
+            file=sys.stderr,
+        )
+        return 1
     user = args.user if args.user is not None else LOCAL_OPERATOR
     chat = args.chat if args.chat is not None else user
-    return run_chat(url, user, chat, args.username, args.command)
+    return run_chat(args.url or url, secret, user, chat, args.username, args.command)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -203,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", type=int, help="user id to speak as (default: local operator)")
     chat.add_argument("--chat", type=int, help="chat id (default: the user's private chat)")
     chat.add_argument("--username", default="operator", help="username to speak as")
-    chat.add_argument("--url", help="local Bot API URL (default: from the config)")
+    chat.add_argument(
+        "--url", help="local Bot API URL (default: the one the node wrote in its data dir)"
+    )
     chat.set_defaults(func=cmd_chat)
 
     agent = sub.add_parser("agent", help="run the Mini agent (supervises OpenClaw gateways)")

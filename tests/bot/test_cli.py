@@ -233,3 +233,11 @@ def test_clawops_chat_talks_to_the_running_bot_and_presses_buttons(node: Node):
     assert "[1] ✅ Confirm   [2] ✖️ Cancel" in session.stdout
     assert "(edited) 🔕 Muted all alerts for 1h" in session.stdout
     assert "Unmuted (1 mute ended)." in session.stdout
+
+
+def test_clawops_chat_without_a_running_node_names_the_missing_access_file(tmp_path, db_url):
+    config = write_config(tmp_path / "clawops.toml", db_url, free_port())
+    result = clawops("chat", "--config", str(config), "-c", "/help")
+    assert result.returncode == 1
+    assert "local-bot-api.json (it does not exist)" in result.stderr
+    assert "Traceback" not in result.stderr
