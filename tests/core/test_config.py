@@ -9,6 +9,7 @@ import pytest
 from core.config import default_config, load_config, parse_config, startup_refusals
 from core.durations import format_duration, parse_duration
 from core.errors import ConfigError
+from core.secrets import secret_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
@@ -231,3 +232,20 @@ def test_bad_durations_say_what_is_allowed(bad):
 def test_format_duration_is_the_inverse_of_parse():
     for text in ("30s", "15m", "1h30m", "2d3h"):
         assert format_duration(parse_duration(text)) == text
+
+
+def test_every_env_key_of_the_config_names_a_secret_a_child_must_not_inherit():
+    data = example()
+    data["database"] = {"url_env": "CLAWOPS_DB_URL"}
+    data["sidecar"]["token_env"] = "SIDECAR_TOKEN_VAR"
+    names = secret_env_names(parse_config(data))
+    assert {
+        "CLAWOPS_TELEGRAM_TOKEN",
+        "SIDECAR_TOKEN_VAR",
+        "CLAWOPS_DB_URL",
+        "CLAWOPS_SECRET_KEY",
+        "CLAWOPS_R2_ACCESS_KEY_ID",
+        "CLAWOPS_R2_SECRET_ACCESS_KEY",
+        "CLAWOPS_AGENT_TOKEN_MINI",
+    } <= names
+    assert all(name.isupper() for name in names)
