@@ -8,19 +8,34 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import httpx
 
 from core.config import LoadedConfig, load_config, startup_refusals
 from core.errors import ClawopsError, ConfigError
+from core.secrets import SecretFilter, secret_values
 from core.statuslog import STATUSES
 
 log = logging.getLogger("clawops")
+# On every log handler: the secrets of the config loaded (and anything shaped like a bot token)
+# are redacted from messages and tracebacks, at any log level.
+SECRET_FILTER = SecretFilter()
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(args.config)
+    loaded = load_config(args.config)
+    for value in secret_values(loaded.config):
+        SECRET_FILTER.add(value)
+    return loaded
+
+
+def _redacted_excepthook(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(SECRET_FILTER.redact("".join(traceback.format_exception(kind, value, tb))))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -254,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("apscheduler", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SECRET_FILTER)
+    sys.excepthook = _redacted_excepthook
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

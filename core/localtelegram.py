@@ -363,11 +363,11 @@ class LocalTelegram:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        self.calls[method] = self.calls.get(method, 0) + 1
         if self.token is not None and not hmac.compare_digest(
             request.match_info["token"].encode(), self.token.encode()
         ):
             return ApiError(401, "Unauthorized").response()
-        self.calls[method] = self.calls.get(method, 0) + 1
         try:
             faults = self.faults.get(method)
             if faults:

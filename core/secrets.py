@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 MIN_TOKEN = 32  # characters of a bearer token the sidecar and the agent accept
 REDACTED = "[redacted]"
+# A Telegram bot token's shape (digits, a colon, 30+ URL-safe characters): redacted even when no
+# config named it (a token passed by hand, the local Bot API's per-start one).
+BOT_TOKEN = re.compile(r"(?<!\d)\d{5,}:[A-Za-z0-9_-]{30,}")
 _MIN_SECRET = 6  # shorter values are not redacted: they would blank out ordinary words
 
 log = logging.getLogger("clawops.secrets")
@@ -120,12 +125,13 @@ class SecretFilter(logging.Filter):
         # Longest first, so a secret containing another is redacted whole.
         for value in sorted(self.values, key=len, reverse=True):
             text = text.replace(value, REDACTED)
-        return text
+        return BOT_TOKEN.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.values:
-            return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format: keep them raw
+            message = f"{record.msg} {record.args}"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         record.msg, record.args = self.redact(message), None
@@ -144,3 +150,21 @@ def private_database_files(url: str) -> None:
         return
     for suffix in ("", "-journal", "-wal", "-shm"):
         private_file(Path(f"{parsed.database}{suffix}"))
+
+
+def secret_values(model: BaseModel, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values of the secret variables the config names, and the password of any database
+    URL among them or in the config itself (so it is redacted wherever the URL is not)."""
+    source = os.environ if environ is None else environ
+    values = [source[name] for name in secret_env_names(model) if source.get(name)]
+    urls = [*values, str(getattr(getattr(model, "database", None), "url", None) or "")]
+    return values + [p for url in urls for p in url_passwords(url)]
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password of a URL like ``postgresql://user:PASSWORD@host/db``, as written and
+    percent-decoded (empty if it has none)."""
+    found = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:([^/]*)@", url.strip())
+    if found is None or not found.group(1):
+        return []
+    return list(dict.fromkeys((found.group(1), unquote(found.group(1)))))
