@@ -19,8 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigError, Problem, StartupRefused
-
-MIN_TOKEN = 32
+from core.secrets import MIN_TOKEN as MIN_TOKEN  # one minimum for every bearer token
 
 
 class _Model(BaseModel):

@@ -168,3 +168,12 @@ def url_passwords(url: str) -> list[str]:
     if found is None or not found.group(1):
         return []
     return list(dict.fromkeys((found.group(1), unquote(found.group(1)))))
+
+
+# user:PASSWORD@ after an optional scheme:// (a URL missing its scheme still has a password).
+_URL_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@\s'\"]*:)([^/\s'\"]*)@")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
