@@ -105,6 +105,9 @@ async def test_the_node_writes_a_private_access_file_and_removes_it_at_stop(loca
     path = data_dir / ACCESS_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    # Every file the node wrote there (the SQLite database and its -wal/-shm files too).
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in data_dir.iterdir()}
+    assert "clawops.db" in modes and set(modes.values()) == {0o600}, modes
     assert local_node.local_api is not None
     url, secret = read_access_file(path)
     assert url == local_node.local_api.url and secret == local_node.local_api.control_secret
