@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.errors import ConfigError, Problem, StartupRefused
 from core.httplimits import Limits
-
-MIN_TOKEN = 32
+from core.secrets import MIN_TOKEN as MIN_TOKEN  # one minimum for every bearer token
 
 
 class _Model(BaseModel):

@@ -3,7 +3,9 @@
 Type a command and see the bot's answer; buttons are listed with numbers, and typing a number
 presses that button of the last message that had buttons. ``-c "/status"`` sends one message,
 prints the answer and exits (for scripts). Works when the node runs without a Telegram token,
-which is what ``scripts/run`` does by default.
+which is what ``scripts/run`` does by default. The node writes the server's URL and its control
+secret to ``<data_dir>/local-bot-api.json`` (0600); reading that file is what allows a process to
+speak as the local operator.
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ def render(item: dict[str, Any]) -> str:
 
 
 class Chat:
-    def __init__(self, url: str, user_id: int, chat_id: int, username: str) -> None:
-        self.client = httpx.Client(base_url=url, timeout=40)
+    def __init__(self, url: str, secret: str, user_id: int, chat_id: int, username: str) -> None:
+        self.client = httpx.Client(
+            base_url=url, timeout=40, headers={"Authorization": f"Bearer {secret}"}
+        )
         self.user_id, self.chat_id, self.username = user_id, chat_id, username
-        self.last = self.client.get("/control/sent").json()["last"]
+        answer = self.client.get("/control/sent")
+        answer.raise_for_status()
+        self.last = answer.json()["last"]
         self.buttons: tuple[int, list[dict[str, Any]]] | None = None
 
     def send(self, text: str) -> None:
@@ -72,9 +78,15 @@ class Chat:
             wait = QUIET
 
 
-def run_chat(url: str, user_id: int, chat_id: int, username: str, once: str | None) -> int:
+def run_chat(
+    url: str, secret: str, user_id: int, chat_id: int, username: str, once: str | None
+) -> int:
     try:
-        chat = Chat(url, user_id, chat_id, username)
+        chat = Chat(url, secret, user_id, chat_id, username)
+    except httpx.HTTPStatusError as exc:
+        answer = f"{exc.response.status_code}: {exc.response.text.strip()[:200]}"
+        print(f"clawops chat: the local Bot API at {url} refused us ({answer})", file=sys.stderr)
+        return 1
     except httpx.HTTPError as exc:
         print(f"clawops chat: no local Bot API at {url} ({exc}). Is `clawops run` running "
               "without a Telegram token?", file=sys.stderr)  # fmt: skip

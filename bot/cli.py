@@ -8,19 +8,34 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import httpx
 
 from core.config import LoadedConfig, load_config, startup_refusals
 from core.errors import ClawopsError, ConfigError
+from core.secrets import SecretFilter, secret_values
 from core.statuslog import STATUSES
 
 log = logging.getLogger("clawops")
+# On every log handler: the secrets of the config loaded (and anything shaped like a bot token)
+# are redacted from messages and tracebacks, at any log level.
+SECRET_FILTER = SecretFilter()
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(args.config)
+    loaded = load_config(args.config)
+    for value in secret_values(loaded.config):
+        SECRET_FILTER.add(value)
+    return loaded
+
+
+def _redacted_excepthook(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(SECRET_FILTER.redact("".join(traceback.format_exception(kind, value, tb))))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -96,12 +111,23 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
     from bot.node import LOCAL_OPERATOR
+    from core.localtelegram import ACCESS_FILE, read_access_file
 
-    config = _load(args).config
-    url = args.url or f"http://127.0.0.1:{config.telegram.local_api_port}"
+    loaded = _load(args)
+    access = loaded.data_dir / ACCESS_FILE
+    try:
+        url, secret = read_access_file(access)
+    except (OSError, ValueError) as exc:
+        reason = "it does not exist" if isinstance(exc, FileNotFoundError) else exc
+        print(
+            f"clawops chat: cannot read {access} ({reason}). Is `clawops run` running with this "
+            "config and without a Telegram token? Run chat as the user that runs the node.",
+            file=sys.stderr,
+        )
+        return 1
     user = args.user if args.user is not None else LOCAL_OPERATOR
     chat = args.chat if args.chat is not None else user
-    return run_chat(url, user, chat, args.username, args.command)
+    return run_chat(args.url or url, secret, user, chat, args.username, args.command)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -203,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", type=int, help="user id to speak as (default: local operator)")
     chat.add_argument("--chat", type=int, help="chat id (default: the user's private chat)")
     chat.add_argument("--username", default="operator", help="username to speak as")
-    chat.add_argument("--url", help="local Bot API URL (default: from the config)")
+    chat.add_argument(
+        "--url", help="local Bot API URL (default: the one the node wrote in its data dir)"
+    )
     chat.set_defaults(func=cmd_chat)
 
     agent = sub.add_parser("agent", help="run the Mini agent (supervises OpenClaw gateways)")
@@ -241,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("apscheduler", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SECRET_FILTER)
+    sys.excepthook = _redacted_excepthook
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

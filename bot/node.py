@@ -11,6 +11,7 @@ from typing import Any
 
 from alembic.script import ScriptDirectory
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from telegram.error import InvalidToken
 
 from bot.builtin import BUILTIN
 from bot.claw_commands import CLAW_COMMANDS
@@ -33,11 +34,12 @@ from core.fleet import Fleet
 from core.health import ServiceReport, SweepReport, sweep
 from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
-from core.localtelegram import LocalTelegram
+from core.localtelegram import LocalTelegram, random_bot_token
 from core.minis import seed_minis
 from core.orgs import sync_orgs
 from core.outbox import Outbox
 from core.resources import Leases
+from core.secrets import private_database_files, private_dir
 from core.state import StateStore
 from core.statuslog import Entry, StatusLog
 from core.tables import utcnow
@@ -49,9 +51,8 @@ from proxy.sidecar import Sidecar, SidecarState, create_app
 
 log = logging.getLogger("clawops.node")
 # In local mode (no token) the local Bot API's operator, user 1 in its private chat, is an admin:
-# only processes on this machine can reach that server.
+# only processes that can read the control secret in the data dir can drive that server.
 LOCAL_OPERATOR = 1
-LOCAL_TOKEN = "7000000001:clawops-local"
 
 
 def head_revision() -> str | None:
@@ -65,6 +66,7 @@ class Node:
         self.loaded = loaded
         self.config = loaded.config
         self.name = self.config.node.name
+        private_dir(loaded.data_dir)  # before the database, the keys and the secret files in it
         self.db = Database(
             loaded.database_url, timeout=loaded.config.database.timeout.total_seconds()
         )
@@ -173,7 +175,8 @@ class Node:
         settings = self.config.telegram
         token = self.config.telegram_token()
         if token is None:
-            self.local_api = LocalTelegram("127.0.0.1", settings.local_api_port)
+            local_token = random_bot_token()
+            self.local_api = LocalTelegram("127.0.0.1", settings.local_api_port, token=local_token)
             try:
                 await self.local_api.start()
             except OSError as exc:
@@ -182,8 +185,9 @@ class Node:
                     f"{exc.strerror or exc} (set telegram.local_api_port)"
                 ) from exc
             self._started.append("local_api")
+            self.local_api.write_access_file(self.loaded.data_dir)
             self.bot = TelegramBot(
-                self, self.registry, LOCAL_TOKEN, self.local_api.base_url,
+                self, self.registry, local_token, self.local_api.base_url,
                 extra_admins=(LOCAL_OPERATOR,),
             )  # fmt: skip
             await self.bot.start(poll=True)
@@ -195,7 +199,14 @@ class Node:
             )  # fmt: skip
             return
         self.bot = TelegramBot(self, self.registry, token, settings.api_base_url)
-        await self.bot.start(poll=False)
+        try:
+            await self.bot.start(poll=False)
+        except InvalidToken:
+            # PTB's message quotes the token; ours names only where it comes from.
+            raise StartupRefused(
+                f"Telegram refused the bot token (check {settings.token_env}: it must be the "
+                "token @BotFather gave, and the bot must not be deleted)"
+            ) from None
         self._started.append("bot")
         self._start_notifier(settings.alert_chat_id)
         # The watchdog decides who polls: the primary unless its standby has taken over.
@@ -269,6 +280,7 @@ class Node:
                 f"the database is at revision {current or 'none'}, this clawops needs {head}: "
                 "run `clawops db upgrade`"
             )
+        private_database_files(self.loaded.database_url)
         self._started.append("database")
         log.info("database: %s (revision %s)", self.db.display_url, current)
 

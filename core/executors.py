@@ -6,6 +6,11 @@ MS C runtime rules on Windows, whose OpenSSH server starts programs through Crea
 command never outlives its timeout; an unreachable machine raises ``Unreachable`` quickly (the
 machine's connect timeout), so a sweep over many machines is not held up by one.
 
+A local command gets a scrubbed environment (``core.secrets.child_env``): none of the variables
+the config names in a ``*_env`` key, no ``CLAWOPS_*`` one, unless the caller allows it by name.
+A remote command gets none of this process's environment: asyncssh sends only what ``env`` or an
+ssh_config ``SendEnv`` line names, and we pass neither.
+
 SSH connections are pooled, one per machine, opened on first use and reopened after a drop.
 """
 
@@ -26,6 +31,7 @@ import asyncssh
 
 from core.config import MachineConfig
 from core.errors import RemoteError, Unreachable
+from core.secrets import child_env
 from core.socks import open_socks5
 
 OUTPUT_LIMIT = 1024 * 1024  # bytes kept of stdout/stderr each
@@ -52,7 +58,12 @@ class Executor(Protocol):
     machine: MachineConfig
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float | None = None, stdin: str | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        allow_env: Sequence[str] = (),
     ) -> Result: ...
 
     async def close(self) -> None: ...
@@ -68,14 +79,21 @@ def quote(argv: Sequence[str], os_name: str) -> str:
 
 
 class LocalExecutor:
-    """Runs argv on this machine, no shell involved."""
+    """Runs argv on this machine, no shell involved, without the node's secrets in its
+    environment (``secret_env``: the variables the config names, ``secret_env_names``)."""
 
-    def __init__(self, machine: MachineConfig) -> None:
+    def __init__(self, machine: MachineConfig, secret_env: frozenset[str] = frozenset()) -> None:
         self.machine = machine
+        self.secret_env = secret_env
         self.default_timeout = machine.timeout.total_seconds() * 3
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float | None = None, stdin: str | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        allow_env: Sequence[str] = (),
     ) -> Result:
         timeout = timeout or self.default_timeout
         started = time.monotonic()
@@ -85,6 +103,7 @@ class LocalExecutor:
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                env=child_env(self.secret_env, allow_env),
                 start_new_session=True,  # so a timeout can end the whole process group
             )
         except FileNotFoundError:
@@ -164,7 +183,12 @@ class SSHExecutor:
             raise Unreachable(f"{name}: cannot connect over SSH: {_reason(exc)}") from None
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float | None = None, stdin: str | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        allow_env: Sequence[str] = (),  # nothing local reaches the remote side anyway
     ) -> Result:
         timeout = timeout or self.default_timeout
         command = quote(argv, self.machine.os)
@@ -220,8 +244,10 @@ class SSHExecutor:
             self._conn = None
 
 
-def executor_for(machine: MachineConfig) -> LocalExecutor | SSHExecutor:
-    return LocalExecutor(machine) if machine.local else SSHExecutor(machine)
+def executor_for(
+    machine: MachineConfig, secret_env: frozenset[str] = frozenset()
+) -> LocalExecutor | SSHExecutor:
+    return LocalExecutor(machine, secret_env) if machine.local else SSHExecutor(machine)
 
 
 def _text(value: object) -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from core.config import Config, MachineConfig, ServiceConfig
 from core.errors import InputError
 from core.executors import Executor, executor_for
+from core.secrets import secret_env_names
 from core.services import ServiceManager, check_name, manager_for
 
 
 class Fleet:
     def __init__(self, config: Config, executors: dict[str, Executor] | None = None) -> None:
         self.config = config
+        hidden = secret_env_names(config)  # no child process of the node inherits these
         self.executors: dict[str, Executor] = executors or {
-            m.name: executor_for(m) for m in config.machines
+            m.name: executor_for(m, hidden) for m in config.machines
         }
 
     async def close(self) -> None:

@@ -11,20 +11,36 @@ here: text length (4096) and, for ``parse_mode=HTML``, that the markup parses.
 A control API under ``/control/`` (and the same methods in Python) injects user messages and
 button presses, reads what the bot sent (with long polling), and makes the next N calls of a
 method fail (a 429 with retry_after, a 502) to test retries. Limits: one bot user per server, no
-webhooks, no media but documents, files are kept in memory. Bind it to loopback only: it
-trusts whoever talks to it.
+webhooks, no media but documents, files are kept in memory.
+
+Who may talk to it (bind it to loopback only; any web page the operator opens can still send
+requests to loopback, so the server checks):
+
+1. Every route refuses a Host header that is not a loopback name (421): a page that rebinds its
+   own DNS name to 127.0.0.1 sends its own name as the Host.
+2. ``/control/`` routes need ``Authorization: Bearer <control_secret>`` (401), a secret made per
+   start; ``write_access_file`` stores it with the URL in a 0600 file for ``clawops chat``.
+3. Their POSTs must be ``application/json`` (415): a cross-site form or a ``text/plain`` fetch
+   cannot send that without a CORS preflight, which this server never answers.
+4. With ``token`` set, the Bot API answers only that bot token (401 otherwise, as Telegram does),
+   so a page cannot read updates or send as the bot with a guessed token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from core.secrets import write_private
 
 TEXT_LIMIT = 4096
 ALLOWED_TAGS = frozenset(
@@ -32,6 +48,34 @@ ALLOWED_TAGS = frozenset(
      "tg-spoiler", "tg-emoji", "blockquote")
 )  # fmt: skip
 JSON_PARAMS = ("reply_markup", "scope", "commands", "reply_parameters", "entities")
+LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
+ACCESS_FILE = "local-bot-api.json"  # in the node's data dir: the URL and the control secret
+
+
+def random_bot_token(bot_id: int = 7000000001) -> str:
+    """A bot token in Telegram's ``<id>:<secret>`` shape (what python-telegram-bot expects)."""
+    return f"{bot_id}:{secrets.token_urlsafe(32)}"
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (any port): ``localhost:9011``,
+    ``127.0.0.1``, ``[::1]:9011``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return name in LOOPBACK_NAMES
+
+
+def read_access_file(path: Path) -> tuple[str, str]:
+    """The URL and control secret a running server wrote (``OSError``/``ValueError`` if none)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), str) for k in ("url", "secret")
+    ):
+        raise ValueError(f"{path} does not hold a url and a secret")
+    return data["url"], data["secret"]
 
 
 class _HtmlCheck(HTMLParser):
@@ -113,9 +157,20 @@ class Sent:
 class LocalTelegram:
     """The server: state, Bot API methods, control API; run it with ``start``/``stop``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, bot_id: int = 7000000001,
-                 bot_username: str = "clawops_local_bot") -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        bot_id: int = 7000000001,
+        bot_username: str = "clawops_local_bot",
+        token: str | None = None,
+    ) -> None:
         self.host, self.port = host, port
+        # None: any bot token is served (tests that play Telegram for a configured token).
+        self.token = token
+        self.control_secret = secrets.token_urlsafe(32)
+        self._access_file: Path | None = None
         self.bot_user = {"id": bot_id, "is_bot": True, "first_name": "clawops",
                          "username": bot_username}  # fmt: skip
         self.updates: list[dict[str, Any]] = []
@@ -134,7 +189,7 @@ class LocalTelegram:
     # -- running -----------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=50 * 1024 * 1024)
+        app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[self._guard])
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_post("/control/message", self._control_message)
         app.router.add_post("/control/press", self._control_press)
@@ -153,7 +208,19 @@ class LocalTelegram:
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = int(self._runner.addresses[0][1])
 
+    def write_access_file(self, data_dir: Path) -> Path:
+        """Write the URL and the control secret to ``<data_dir>/local-bot-api.json`` (0600 from
+        creation, replaced atomically); ``stop`` removes it."""
+        path = data_dir / ACCESS_FILE
+        body = json.dumps({"url": self.url, "secret": self.control_secret})
+        write_private(path, body.encode())
+        self._access_file = path
+        return path
+
     async def stop(self) -> None:
+        if self._access_file is not None:
+            self._access_file.unlink(missing_ok=True)
+            self._access_file = None
         for waiter in self._pollers.values():
             if not waiter.done():
                 waiter.cancel()
@@ -276,9 +343,31 @@ class LocalTelegram:
                     raise ApiError(400, f"Bad Request: can't parse {key} JSON object") from None
         return params
 
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Host, control secret and content type checks (see the module docstring)."""
+        if not loopback_host(request.headers.get("Host", "")):
+            return ApiError(421, "Misdirected Request: Host is not a loopback name").response()
+        if request.path.startswith("/control/"):
+            expected = f"Bearer {self.control_secret}".encode()
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return ApiError(
+                    401,
+                    "Unauthorized: the control secret is missing or wrong (it is "
+                    "in local-bot-api.json in the node's data dir)",
+                ).response()
+            if request.method != "GET" and request.content_type != "application/json":
+                return ApiError(415, "Unsupported Media Type: send application/json").response()
+        return await handler(request)  # type: ignore[no-any-return]
+
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         self.calls[method] = self.calls.get(method, 0) + 1
+        if self.token is not None and not hmac.compare_digest(
+            request.match_info["token"].encode(), self.token.encode()
+        ):
+            return ApiError(401, "Unauthorized").response()
         try:
             faults = self.faults.get(method)
             if faults:

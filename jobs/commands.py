@@ -1,9 +1,10 @@
 """Scheduled commands (``[[jobs.commands]]``): the crontab's replacement (SPEC 4).
 
 The argv is written by the operator in the config and run without a shell on its machine, with
-its timeout; nothing typed in chat ever becomes part of it. Each run keeps its exit status and
-the tail of its output (in the run's data), and a failure alerts unless ``alert_on_failure`` is
-off.
+its timeout; nothing typed in chat ever becomes part of it. It inherits the node's environment
+without its secrets, except the variables the job lists in ``env``. Each run keeps its exit
+status and the tail of its output (in the run's data), and a failure alerts unless
+``alert_on_failure`` is off.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ def _tail(text: str) -> str:
 def command_job(job: CommandJob) -> JobFunc:
     async def run(ctx: JobContext) -> JobResult:
         executor = ctx.fleet.executor(job.machine)
-        result = await executor.run(job.argv, timeout=job.timeout.total_seconds())
+        result = await executor.run(
+            job.argv, timeout=job.timeout.total_seconds(), allow_env=job.env
+        )
         data = {
             "machine": job.machine, "argv": job.argv, "exit": result.exit_status,
             "seconds": round(result.duration, 3), "stdout": _tail(result.stdout),

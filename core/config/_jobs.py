@@ -103,13 +103,17 @@ class FailoverJob(JobConfig):
 
 
 class CommandJob(JobConfig):
-    """A command the operator schedules (the crontab's replacement); argv is never from chat."""
+    """A command the operator schedules (the crontab's replacement); argv is never from chat.
+
+    It runs without the node's secrets in its environment (every variable a ``*_env`` key
+    names, every ``CLAWOPS_*``) except the names listed in ``env``."""
 
     name: Name
     machine: Name
     argv: Annotated[list[str], Field(min_length=1)]
     timeout: Duration = timedelta(minutes=5)
     alert_on_failure: bool = True
+    env: list[EnvName] = []
 
 
 class JobsConfig(_Model):

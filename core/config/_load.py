@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.config._root import Config, cross_check, default_config
 from core.errors import ConfigError, Problem
+from core.secrets import redact_urls
 
 ENV_VAR = "CLAWOPS_CONFIG"
 DEFAULT_PATH = Path("clawops.toml")
@@ -76,11 +77,16 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems = [_problem(error, data) for error in exc.errors()]
-        raise ConfigError(problems, source) from None
+        raise ConfigError(_redacted(problems), source) from None
     problems = cross_check(config)
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(_redacted(problems), source)
     return config
+
+
+def _redacted(problems: list[Problem]) -> list[Problem]:
+    # A problem may quote a value from the file: a database URL's password stays out of it.
+    return [Problem(p.key, redact_urls(p.message)) for p in problems]
 
 
 def _problem(error: Any, data: dict[str, Any]) -> Problem:

@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+from pydantic import ValidationError
+
 from core.config._jobs import (
     CheckinConfig,
     ClawsConfig,
@@ -29,6 +31,7 @@ from core.config._models import (
     _Model,
 )
 from core.errors import Problem, StartupRefused
+from core.secrets import MIN_TOKEN, redact_urls
 
 
 class Config(_Model):
@@ -61,6 +64,13 @@ class Config(_Model):
                 raise StartupRefused(
                     f"database.url_env names {self.database.url_env}, which is not set"
                 )
+            try:  # the file's url rules, with the password kept out of the message
+                DatabaseConfig(url=value)
+            except ValidationError as exc:
+                reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                raise StartupRefused(
+                    f"{self.database.url_env} (database.url_env): {redact_urls(reason)}"
+                ) from None
             return value
         if self.database.url:
             return self.database.url
@@ -169,5 +179,11 @@ def startup_refusals(config: Config) -> list[str]:
         reasons.append(
             f"the sidecar would listen on {config.sidecar.host}:{config.sidecar.port} "
             f"with no API token: set {env} (or bind 127.0.0.1)"
+        )
+    token = config.sidecar_token()
+    if token is not None and len(token) < MIN_TOKEN:
+        reasons.append(
+            f"{config.sidecar.token_env} is {len(token)} characters; the sidecar's API token "
+            f"needs {MIN_TOKEN}+ (e.g. `openssl rand -hex 32`)"
         )
     return reasons

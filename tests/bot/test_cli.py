@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import Database
+from core.localtelegram import LocalTelegram
 from core.tables import status_log
 from tests.auxil.net import free_port, wait_for_http
 
@@ -233,3 +235,33 @@ def test_clawops_chat_talks_to_the_running_bot_and_presses_buttons(node: Node):
     assert "[1] ✅ Confirm   [2] ✖️ Cancel" in session.stdout
     assert "(edited) 🔕 Muted all alerts for 1h" in session.stdout
     assert "Unmuted (1 mute ended)." in session.stdout
+
+
+def test_clawops_chat_without_a_running_node_names_the_missing_access_file(tmp_path, db_url):
+    config = write_config(tmp_path / "clawops.toml", db_url, free_port())
+    result = clawops("chat", "--config", str(config), "-c", "/help")
+    assert result.returncode == 1
+    assert "local-bot-api.json (it does not exist)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_refused_bot_token_is_named_but_never_printed_even_at_debug_level(tmp_path):
+    token = "424242:only-the-config-knows-me"  # not token-shaped: redacted because it is known
+    async with LocalTelegram(token="424242:the-token-telegram-knows-xxxxxxxxxx") as telegram:
+        config = tmp_path / "clawops.toml"
+        config.write_text(
+            f'[node]\nname = "n"\ndata_dir = "{tmp_path / "data"}"\n'
+            f'[telegram]\ntoken_env = "TEST_REFUSED_TOKEN"\napi_base_url = "{telegram.base_url}"\n'
+            f"[sidecar]\nport = {free_port()}\n"
+        )
+        env = {**os.environ, "TEST_REFUSED_TOKEN": token, "CLAWOPS_LOG_LEVEL": "DEBUG"}
+        proc = await asyncio.create_subprocess_exec(
+            *CLAWOPS, "run", "--config", str(config), stdout=PIPE, stderr=PIPE, env=env
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    output = out.decode() + err.decode()
+    assert proc.returncode == 1, output
+    assert telegram.calls.get("getMe") == 1
+    assert "Telegram refused the bot token (check TEST_REFUSED_TOKEN" in output
+    assert "DEBUG" in output  # the debug log really was on
+    assert token not in output and "only-the-config-knows-me" not in output

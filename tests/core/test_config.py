@@ -8,7 +8,8 @@ import pytest
 
 from core.config import default_config, load_config, parse_config, startup_refusals
 from core.durations import format_duration, parse_duration
-from core.errors import ConfigError
+from core.errors import ConfigError, StartupRefused
+from core.secrets import secret_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
@@ -162,9 +163,31 @@ def test_an_open_sidecar_refuses_to_start_until_its_token_is_set(monkeypatch):
     monkeypatch.delenv("T_TOKEN", raising=False)
     (reason,) = startup_refusals(config)
     assert "no API token" in reason and "T_TOKEN" in reason
-    monkeypatch.setenv("T_TOKEN", "s3cret")
+    monkeypatch.setenv("T_TOKEN", "s3cret-" * 5)
     assert startup_refusals(config) == []
-    assert config.sidecar_token() == "s3cret"
+    assert config.sidecar_token() == "s3cret-" * 5
+
+
+def test_a_sidecar_token_shorter_than_32_characters_is_refused_like_the_agents(monkeypatch):
+    config = parse_config({"sidecar": {"token_env": "T_TOKEN"}})
+    monkeypatch.setenv("T_TOKEN", "x" * 31)
+    (reason,) = startup_refusals(config)
+    assert reason.startswith("T_TOKEN is 31 characters") and "32+" in reason
+    assert "x" * 31 not in reason
+    monkeypatch.setenv("T_TOKEN", "x" * 32)
+    assert startup_refusals(config) == []
+
+
+def test_a_bad_database_url_is_explained_without_its_password(monkeypatch):
+    (problem,) = problems_of({"database": {"url": "postgresql://ops:hunter2-db-pass@db/ops"}})
+    assert "unsupported driver" in problem and "postgresql://ops:***@db/ops" in problem
+    assert "hunter2" not in problem
+    config = parse_config({"database": {"url_env": "T_DB_URL"}})
+    monkeypatch.setenv("T_DB_URL", "mysql://ops:hunter2-db-pass@db/ops")
+    with pytest.raises(StartupRefused) as info:
+        config.database_url()
+    assert "T_DB_URL" in str(info.value) and "unsupported driver" in str(info.value)
+    assert "hunter2" not in str(info.value)
 
 
 def test_secrets_come_only_from_the_environment(monkeypatch):
@@ -231,3 +254,20 @@ def test_bad_durations_say_what_is_allowed(bad):
 def test_format_duration_is_the_inverse_of_parse():
     for text in ("30s", "15m", "1h30m", "2d3h"):
         assert format_duration(parse_duration(text)) == text
+
+
+def test_every_env_key_of_the_config_names_a_secret_a_child_must_not_inherit():
+    data = example()
+    data["database"] = {"url_env": "CLAWOPS_DB_URL"}
+    data["sidecar"]["token_env"] = "SIDECAR_TOKEN_VAR"
+    names = secret_env_names(parse_config(data))
+    assert {
+        "CLAWOPS_TELEGRAM_TOKEN",
+        "SIDECAR_TOKEN_VAR",
+        "CLAWOPS_DB_URL",
+        "CLAWOPS_SECRET_KEY",
+        "CLAWOPS_R2_ACCESS_KEY_ID",
+        "CLAWOPS_R2_SECRET_ACCESS_KEY",
+        "CLAWOPS_AGENT_TOKEN_MINI",
+    } <= names
+    assert all(name.isupper() for name in names)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
 
-from core.config import MachineConfig
+from core.config import MachineConfig, parse_config
 from core.errors import RemoteError, Unreachable
 from core.executors import LocalExecutor, SSHExecutor, quote
+from core.fleet import Fleet
 from tests.auxil.net import free_port
 from tests.auxil.socks import Socks5Server
 from tests.auxil.sshd import SSHServer, start_sshd
@@ -139,3 +141,34 @@ async def test_a_socks5_proxy_that_cannot_connect_is_unreachable(sshd):
 def test_windows_command_lines_use_the_c_runtime_quoting_rules():
     assert quote(["Get-Service", "my svc", 'a"b'], "windows") == 'Get-Service "my svc" a\\"b'
     assert quote(["echo", "it's"], "macos") == "echo 'it'\"'\"'s'"
+
+
+ENV_LINE = (
+    "import os; e = os.environ; print(e.get('MY_SECRET'), e.get('CLAWOPS_THING'), 'PATH' in e)"
+)
+
+
+async def test_a_local_command_inherits_neither_the_config_secrets_nor_clawops_variables(
+    monkeypatch,
+):
+    monkeypatch.setenv("MY_SECRET", "hunter2-hunter2")
+    monkeypatch.setenv("CLAWOPS_THING", "node-only")
+    executor = LocalExecutor(LOCAL, frozenset({"MY_SECRET"}))
+    result = await executor.run([sys.executable, "-c", ENV_LINE])
+    assert result.stdout.split() == ["None", "None", "True"]
+    allowed = await executor.run([sys.executable, "-c", ENV_LINE], allow_env=["MY_SECRET"])
+    assert allowed.stdout.split() == ["hunter2-hunter2", "None", "True"]
+
+
+async def test_the_fleet_gives_local_executors_every_variable_the_config_names(monkeypatch):
+    monkeypatch.setenv("DB_URL_FOR_TEST", "postgresql://u:pw@h/db")
+    config = parse_config(
+        {
+            "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
+            "database": {"url_env": "DB_URL_FOR_TEST"},
+        }
+    )
+    fleet = Fleet(config)
+    script = "import os; print(os.environ.get('DB_URL_FOR_TEST'))"
+    result = await fleet.executor("here").run([sys.executable, "-c", script])
+    assert result.stdout.strip() == "None"

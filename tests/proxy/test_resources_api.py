@@ -29,7 +29,7 @@ from tests.auxil.net import free_port
 
 _SCRIPT = Path(sys.executable).with_name("clawops")
 CLAWOPS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
-TOKEN = "resources-test-token-0123456789"
+TOKEN = "resources-test-token-0123456789abcdef"
 RESOURCES = [
     ResourceConfig(name="ollama", max_concurrent=2, lease_ttl=timedelta(seconds=30)),
     ResourceConfig(name="grok", max_concurrent=1, lease_ttl=timedelta(seconds=2)),
