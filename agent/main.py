@@ -10,6 +10,7 @@ from pathlib import Path
 from agent.config import load_agent_config
 from agent.fleet import Fleet
 from agent.server import make_app
+from core.httpedge import WILDCARD_BINDS
 from core.httplimits import EdgeServer
 
 log = logging.getLogger("clawops.agent")
@@ -18,7 +19,8 @@ log = logging.getLogger("clawops.agent")
 async def serve(config_path: str | Path) -> None:
     config = load_agent_config(config_path)
     token = config.token()  # StartupRefused before anything is bound or started
-    app = make_app(Fleet(config), token, [*config.allowed_hosts, config.host])
+    hosts = [*config.allowed_hosts, config.host]
+    app = make_app(Fleet(config), token, hosts, any_ip=config.host in WILDCARD_BINDS)
     server = EdgeServer(app, config.host, config.port, config.limits)
     try:
         await server.start()  # also raises the open-file limit

@@ -124,11 +124,15 @@ async def health(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
-def make_app(fleet: Fleet, token: str, hosts: Iterable[str] = ()) -> web.Application:
-    """The agent's app; ``hosts``: names the Host header may carry besides loopback names and
-    IP literals (the bind host, agent.allowed_hosts)."""
+def make_app(
+    fleet: Fleet, token: str, hosts: Iterable[str] = (), *, any_ip: bool = False
+) -> web.Application:
+    """The agent's app; ``hosts``: names the Host header may carry besides loopback (the bind
+    host, agent.allowed_hosts); ``any_ip``: bound to a wildcard address (core.httpedge)."""
     app = web.Application(client_max_size=64 * 1024)
-    edge = Edge(token=token, hosts=host_names(extra=hosts), error_fields={"ok": False})
+    edge = Edge(
+        token=token, hosts=host_names(extra=hosts), any_ip=any_ip, error_fields={"ok": False}
+    )
     install_edge(app, edge)
     app.middlewares.append(refusals)  # inside the edge's error answer, which would say 500
     app[FLEET], app[TOKEN] = fleet, token

@@ -125,6 +125,7 @@ class Node:
             leases=self.leases,
             emergency=self.emergency,
             database=DatabaseProbe(self.db),
+            bind_host=self.config.sidecar.host,
             allowed_hosts=self.config.sidecar.allowed_hosts,
             trust_loopback=self.config.sidecar.trust_loopback,
             limits=self.config.sidecar.limits,

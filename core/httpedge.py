@@ -6,11 +6,12 @@ Each app gets ``install_edge(app, Edge(...))``; the checks run outermost first:
    e.g. the agent's ``"ok": false``): a ``ClawopsError`` with ``status_for`` (the one mapping from
    the core error tree to HTTP statuses), aiohttp's own 4xx with its status, anything else as a
    logged 500.
-2. ``check_host``: a Host header that names neither a loopback name (``localhost``,
-   ``*.localhost``), nor an IP literal, nor a configured name answers 421 Misdirected Request.
-   DNS rebinding, the attack this stops, always carries the attacker's *name* in Host, so IP
-   literals are safe to accept: that keeps a node bound to 0.0.0.0 reachable by its LAN or
-   Tailscale address without listing it.
+2. ``check_host``: a Host header that names neither this machine's loopback (``localhost``,
+   ``*.localhost``, 127.0.0.0/8, ``[::1]``) nor a configured name (public_url's host, the
+   allowed hosts, the bind address) answers 421 Misdirected Request. That stops DNS rebinding,
+   which always carries the attacker's *name* in Host. A server bound to a wildcard address
+   (``0.0.0.0``, ``::``) also accepts any IP literal, so it stays reachable by its LAN or
+   Tailscale address without listing each one (a literal cannot be rebound).
 3. ``check_bearer``: ``Authorization: Bearer TOKEN`` compared in constant time, except on the
    public routes and, when ``trust_loopback`` is on, the listed routes asked from a loopback peer
    that came through no proxy (no X-Forwarded-For, Forwarded or X-Real-IP header).
@@ -86,6 +87,8 @@ class Edge:
     # (method, canonical path) pairs a loopback peer may call without the token.
     loopback_routes: frozenset[tuple[str, str]] = frozenset()
     form_routes: frozenset[str] = frozenset()
+    # Bound to a wildcard address: any IP literal names this server (see check_host).
+    any_ip: bool = False
     max_body: int | None = None  # the app's client_max_size, named in a 413
     error_fields: Mapping[str, Any] = field(default_factory=dict)
 
@@ -113,15 +116,20 @@ def _strip_port(host: str) -> str:
     return host.rstrip(".")
 
 
-def host_allowed(header: str, names: frozenset[str]) -> bool:
+def host_allowed(header: str, names: frozenset[str] = frozenset(), *, any_ip: bool = False) -> bool:
+    """Whether a Host header (any port) names this server: a loopback name or address, one of
+    ``names``, or with ``any_ip`` any IP literal."""
     name = _strip_port(header)
     if name in LOOPBACK_NAMES or name.endswith(".localhost") or name in names:
         return True
     try:
-        ipaddress.ip_address(name)
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
-    return True
+    return any_ip or address.is_loopback
+
+
+WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -182,7 +190,8 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
 @web.middleware
 async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
     header = request.headers.get("Host")
-    if header is not None and not host_allowed(header, request.app[EDGE].hosts):
+    edge = request.app[EDGE]
+    if header is not None and not host_allowed(header, edge.hosts, any_ip=edge.any_ip):
         return error_response(
             request, 421, f"this server does not answer for Host {_strip_port(header)!r}"
         )

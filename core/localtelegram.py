@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.httpedge import host_allowed
 from core.secrets import write_private
 
 TEXT_LIMIT = 4096
@@ -48,7 +49,6 @@ ALLOWED_TAGS = frozenset(
      "tg-spoiler", "tg-emoji", "blockquote")
 )  # fmt: skip
 JSON_PARAMS = ("reply_markup", "scope", "commands", "reply_parameters", "entities")
-LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
 ACCESS_FILE = "local-bot-api.json"  # in the node's data dir: the URL and the control secret
 
 
@@ -59,13 +59,8 @@ def random_bot_token(bot_id: int = 7000000001) -> str:
 
 def loopback_host(host: str) -> bool:
     """Whether a Host header names this machine's loopback (any port): ``localhost:9011``,
-    ``127.0.0.1``, ``[::1]:9011``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        name = host[1 : host.find("]")] if "]" in host else ""
-    else:
-        name = host.rpartition(":")[0] if host.count(":") == 1 else host
-    return name in LOOPBACK_NAMES
+    ``127.0.0.1``, ``[::1]:9011`` (the sidecar's and the agent's rule with no names added)."""
+    return host_allowed(host)
 
 
 def read_access_file(path: Path) -> tuple[str, str]:

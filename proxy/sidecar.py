@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from core.db import DatabaseProbe
-from core.httpedge import Edge, host_names, install_edge
+from core.httpedge import WILDCARD_BINDS, Edge, host_names, install_edge
 from core.httplimits import EdgeServer, Limits
 from core.metrics import Registry
 from core.statuslog import Entry, StatusLog
@@ -64,9 +64,10 @@ class SidecarState:
     emergency: EmergencyWatch | None = None
     # The database round-trip /healthz includes (None: /healthz proves only the loop is alive).
     database: DatabaseProbe | None = None
-    # The HTTP edge (core.httpedge, core.httplimits): Host names besides loopback names, IP
-    # literals and public_url's host; whether a loopback cron script may POST /api/log without
-    # the token; slow-client bounds and the connection cap.
+    # The HTTP edge (core.httpedge, core.httplimits): the bind address and the Host names
+    # accepted besides loopback and public_url's host; whether a loopback cron script may
+    # POST /api/log without the token; slow-client bounds and the connection cap.
+    bind_host: str = "127.0.0.1"
     allowed_hosts: list[str] = field(default_factory=list)
     trust_loopback: bool = True
     limits: Limits = field(default_factory=Limits)
@@ -97,7 +98,8 @@ def json_error(status: int, message: str) -> web.Response:
 def edge_policy(state: SidecarState) -> Edge:
     return Edge(
         token=state.token,
-        hosts=host_names(state.public_url, extra=state.allowed_hosts),
+        hosts=host_names(state.public_url, extra=[*state.allowed_hosts, state.bind_host]),
+        any_ip=state.bind_host in WILDCARD_BINDS,
         public_routes=PUBLIC_ROUTES,
         trust_loopback=state.trust_loopback,
         loopback_routes=LOOPBACK_ROUTES,

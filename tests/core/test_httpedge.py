@@ -182,12 +182,24 @@ async def test_a_whole_request_is_not_cut_by_the_read_timeout_while_its_handler_
 
 
 async def test_a_host_that_is_not_allowed_is_answered_421(serve):
-    server = await serve(edge=Edge(hosts=frozenset({"ops.example.com"})))
-    allowed = ["127.0.0.1:9010", "localhost", "app.localhost", "[::1]:1", "10.0.0.7"]
-    for host in [*allowed, "ops.example.com:443", "OPS.example.com."]:
+    server = await serve(edge=Edge(hosts=frozenset({"ops.example.com", "10.0.0.7"})))
+    allowed = ["127.0.0.1:9010", "127.0.0.2", "localhost", "app.localhost", "[::1]:1"]
+    for host in [*allowed, "10.0.0.7:9010", "ops.example.com:443", "OPS.example.com."]:
         assert (await request(server, get("/healthz", host)))[0] == 200, host
-    status, body = await request(server, get("/healthz", "evil.example.net"))
-    assert status == 421 and "evil.example.net" in str(body["error"])
+    for host in ("evil.example.net", "10.0.0.8", "[fe80::1]:9010", "localhost.evil.example"):
+        status, body = await request(server, get("/healthz", host))
+        assert status == 421 and _strip(host) in str(body["error"]), host
+
+
+def _strip(host: str) -> str:
+    return host.rpartition(":")[0].strip("[]") if host.endswith(":9010") else host
+
+
+async def test_a_server_bound_to_a_wildcard_address_answers_any_ip_literal(serve):
+    server = await serve(edge=Edge(any_ip=True))
+    for host in ("10.0.0.8", "192.168.1.20:9010", "[fd00::5]:9010"):
+        assert (await request(server, get("/healthz", host)))[0] == 200, host
+    assert (await request(server, get("/healthz", "evil.example.net")))[0] == 421
 
 
 async def test_a_state_changing_request_with_a_non_json_body_is_answered_415(serve):
