@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import secrets
 from core.openclaw import gateway_url, probe
 
 log = logging.getLogger("clawops.agent")
@@ -56,14 +57,9 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 600 from the first byte (no world-readable moment)."""
+    """Write ``text`` to ``path`` with mode 600 from the first byte, in a 700 folder."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    secrets.write_private(path, text.encode())
 
 
 @dataclass(frozen=True)

@@ -65,12 +65,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from core.db import Database
 
     loaded = _load(args)
 
     async def upgrade() -> str | None:
-        db = Database(loaded.database_url, timeout=loaded.config.database.timeout.total_seconds())
+        db = loaded.open_database()
         try:
             await db.upgrade()
             return await db.revision()
@@ -139,14 +138,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_tokens(args: argparse.Namespace) -> int:
     from alembic.script import ScriptDirectory
 
-    from core.db import Database, alembic_config
+    from core.db import alembic_config
     from core.errors import StorageError
     from core.websessions import WebAuth
 
     loaded = _load(args)
 
     async def act() -> None:
-        db = Database(loaded.database_url, timeout=loaded.config.database.timeout.total_seconds())
+        db = loaded.open_database()
         try:
             if db.dialect == "sqlite":
                 await db.upgrade()  # as `clawops run` does on SQLite

@@ -22,7 +22,7 @@ async def _with_db(loaded: LoadedConfig, work: Callable[[Database], Awaitable[T]
     """Open the configured database (brought up to date on SQLite, checked on PostgreSQL)."""
     from bot.node import head_revision
 
-    db = Database(loaded.database_url, timeout=loaded.config.database.timeout.total_seconds())
+    db = loaded.open_database()
     try:
         if db.dialect == "sqlite":
             await db.upgrade()

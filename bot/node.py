@@ -28,7 +28,7 @@ from core.alerts import Alerts
 from core.audit import AuditLog
 from core.claws import Claws
 from core.config import LoadedConfig, startup_refusals
-from core.db import Database, DatabaseProbe, alembic_config
+from core.db import DatabaseProbe, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
 from core.health import ServiceReport, SweepReport, sweep
@@ -67,9 +67,7 @@ class Node:
         self.config = loaded.config
         self.name = self.config.node.name
         private_dir(loaded.data_dir)  # before the database, the keys and the secret files in it
-        self.db = Database(
-            loaded.database_url, timeout=loaded.config.database.timeout.total_seconds()
-        )
+        self.db = loaded.open_database()
         self.statuslog = StatusLog(self.db, self.name)
         self.audit = AuditLog(self.db, self.name)
         self.alerts = Alerts(self.db, warning_repeats=self.config.telegram.warning_repeats)

@@ -29,7 +29,6 @@ requests to loopback, so the server checks):
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import secrets
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.httpedge import host_allowed
+from core.httpedge import bearer_token, host_allowed, token_matches
 from core.secrets import write_private
 
 TEXT_LIMIT = 4096
@@ -344,9 +343,7 @@ class LocalTelegram:
         if not loopback_host(request.headers.get("Host", "")):
             return ApiError(421, "Misdirected Request: Host is not a loopback name").response()
         if request.path.startswith("/control/"):
-            expected = f"Bearer {self.control_secret}".encode()
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            if not token_matches(bearer_token(request), self.control_secret):
                 return ApiError(
                     401,
                     "Unauthorized: the control secret is missing or wrong (it is "
@@ -359,9 +356,7 @@ class LocalTelegram:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         self.calls[method] = self.calls.get(method, 0) + 1
-        if self.token is not None and not hmac.compare_digest(
-            request.match_info["token"].encode(), self.token.encode()
-        ):
+        if self.token is not None and not token_matches(request.match_info["token"], self.token):
             return ApiError(401, "Unauthorized").response()
         try:
             faults = self.faults.get(method)

@@ -6,13 +6,16 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from core.config._root import Config, cross_check, default_config
 from core.errors import ConfigError, Problem
 from core.secrets import redact_urls
+
+if TYPE_CHECKING:
+    from core.db import Database
 
 ENV_VAR = "CLAWOPS_CONFIG"
 DEFAULT_PATH = Path("clawops.toml")
@@ -37,6 +40,12 @@ class LoadedConfig:
     @property
     def database_url(self) -> str:
         return self.config.database_url(self.base_dir)
+
+    def open_database(self) -> Database:
+        """The configured database, every call bounded by ``[database] timeout``."""
+        from core.db import Database  # the engine and alembic only for commands that need them
+
+        return Database(self.database_url, timeout=self.config.database.timeout.total_seconds())
 
     @property
     def source(self) -> str:

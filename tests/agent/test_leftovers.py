@@ -22,9 +22,12 @@ def config(tmp_path: Path) -> AgentConfig:
     low = free_port()
     low = low if low < 65000 else low - 20
     return AgentConfig(
-        token_env="CLAWOPS_TEST_UNUSED", state_dir=tmp_path / "state",
-        port_range=f"{low}-{low + 19}", gateway_command=FAKE_GATEWAY, stop_timeout=5,
-    )  # fmt: skip
+        token_env="CLAWOPS_TEST_UNUSED",
+        state_dir=tmp_path / "state",
+        port_range=f"{low}-{low + 19}",
+        gateway_command=FAKE_GATEWAY,
+        stop_timeout=5,
+    )
 
 
 @pytest.fixture
@@ -65,9 +68,12 @@ async def test_identify_reads_the_start_time_and_command_line_of_a_live_process(
 
 @pytest.mark.parametrize("recorded", ["none", "other start", "other command"])
 async def test_a_recorded_pid_that_is_now_an_unrelated_process_is_never_signalled(
-    tmp_path: Path, bystander: subprocess.Popen[bytes], fleets: list[Fleet], recorded: str,
+    tmp_path: Path,
+    bystander: subprocess.Popen[bytes],
+    fleets: list[Fleet],
+    recorded: str,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     live = await identify(bystander.pid)
     assert live is not None
     row: dict[str, object] = {"clawId": "old", "port": 3001, "bucket": None, "pid": bystander.pid}

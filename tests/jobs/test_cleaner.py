@@ -66,14 +66,16 @@ def test_orphans_are_old_children_of_pid_1_not_leading_a_session_whose_command_m
 
 
 def test_what_systemd_and_launchd_say_they_run_is_read_from_their_own_words():
-    cgroups = "\n".join([
-        "/proc/640/cgroup:0::/system.slice/pm2-felipe.service",
-        "/proc/641/cgroup:0::/user.slice/user-1000.slice/user@1000.service/app.slice/x.service",
-        "/proc/812/cgroup:0::/user.slice/user-1000.slice/user@1000.service/app.slice/vte.scope",
-        "/proc/913/cgroup:0::/user.slice/user-1000.slice/session-3.scope",
-        "/proc/950/cgroup:1:name=systemd:/system.slice/nginx.service",
-        "/proc/951/cgroup:0::/",
-    ])  # fmt: skip
+    cgroups = "\n".join(
+        [
+            "/proc/640/cgroup:0::/system.slice/pm2-felipe.service",
+            "/proc/641/cgroup:0::/user.slice/user-1000.slice/user@1000.service/app.slice/x.service",
+            "/proc/812/cgroup:0::/user.slice/user-1000.slice/user@1000.service/app.slice/vte.scope",
+            "/proc/913/cgroup:0::/user.slice/user-1000.slice/session-3.scope",
+            "/proc/950/cgroup:1:name=systemd:/system.slice/nginx.service",
+            "/proc/951/cgroup:0::/",
+        ]
+    )
     assert service_cgroup(cgroups) == {640, 641, 950}
     listing = "PID\tStatus\tLabel\n700\t0\tcom.felipe.expo\n-\t78\tcom.felipe.gone\n"
     assert launchd_pids(listing) == {700}
@@ -112,8 +114,11 @@ def orphan_pair():
     victim, bystander = f"clawops-orphan-{token}-stale", f"clawops-keeper-{token}"
     # The daemon matches the orphan pattern too, has PPID 1 too, but leads its own session.
     daemon = f"clawops-orphan-{token}-daemon"
-    pids = {victim: spawn_orphan(victim), bystander: spawn_orphan(bystander),
-            daemon: spawn_orphan(daemon, daemon=True)}  # fmt: skip
+    pids = {
+        victim: spawn_orphan(victim),
+        bystander: spawn_orphan(bystander),
+        daemon: spawn_orphan(daemon, daemon=True),
+    }
     parents = {ps_line(pid).split()[0] for pid in pids.values()}
     if parents != {"1"}:
         for pid in pids.values():
@@ -125,10 +130,16 @@ def orphan_pair():
 
 
 def cleaner_config(token: str, kill: bool, **extra) -> dict:
-    return {"jobs": {"cleaner": {
-        "orphan_min_age": "1s", "orphan_patterns": [f"clawops-orphan-{token}"],
-        "kill_orphans": kill, **extra,
-    }}}  # fmt: skip
+    return {
+        "jobs": {
+            "cleaner": {
+                "orphan_min_age": "1s",
+                "orphan_patterns": [f"clawops-orphan-{token}"],
+                "kill_orphans": kill,
+                **extra,
+            }
+        }
+    }
 
 
 async def test_with_kill_orphans_exactly_the_matching_orphan_is_ended(harness, orphan_pair):
@@ -174,11 +185,14 @@ async def test_a_port_held_by_another_process_is_a_reported_conflict(harness):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        h = harness({
-            "services": [{"name": "aphos-api", "machine": "here", "manager": "process",
-                          "port": port}],
-            "jobs": {"cleaner": {"orphan_patterns": ["^clawops-never-matches$"]}},
-        })  # fmt: skip
+        h = harness(
+            {
+                "services": [
+                    {"name": "aphos-api", "machine": "here", "manager": "process", "port": port}
+                ],
+                "jobs": {"cleaner": {"orphan_patterns": ["^clawops-never-matches$"]}},
+            }
+        )
         result = await cleaner(h.ctx)
     conflicts = result.data["machines"]["here"]["conflicts"]
     assert any(c.startswith("port of aphos-api, held by") for c in conflicts), conflicts

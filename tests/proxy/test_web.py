@@ -199,13 +199,22 @@ async def start_node(tmp_path, monkeypatch, tg) -> AsyncIterator[Callable[..., o
     started: list[Node] = []
 
     async def start(**sidecar: object) -> Node:
-        config = parse_config({
-            "node": {"name": "test", "data_dir": str(tmp_path / "data")},
-            "telegram": {"token_env": "TEST_BOT_TOKEN", "api_base_url": tg.base_url,
-                         "allowed_chats": [GROUP], "admins": [USER], "viewers": [VIEWER]},
-            "sidecar": {"port": free_port(), **sidecar},
-            "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
-        })  # fmt: skip
+        config = parse_config(
+            {
+                "node": {"name": "test", "data_dir": str(tmp_path / "data")},
+                "telegram": {
+                    "token_env": "TEST_BOT_TOKEN",
+                    "api_base_url": tg.base_url,
+                    "allowed_chats": [GROUP],
+                    "admins": [USER],
+                    "viewers": [VIEWER],
+                },
+                "sidecar": {"port": free_port(), **sidecar},
+                "machines": [
+                    {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}
+                ],
+            }
+        )
         running = Node(LoadedConfig(config, None))
         await running.start()
         started.append(running)
@@ -260,10 +269,12 @@ async def test_a_user_no_longer_admin_viewer_or_member_is_signed_out_at_the_next
     first = await start_node()
     auth = WebAuth(first.db)
     held = {
-        user: (await auth.redeem_login(await auth.create_login(user)),
-               await auth.create_token(user, f"script-{user}"))
+        user: (
+            await auth.redeem_login(await auth.create_login(user)),
+            await auth.create_token(user, f"script-{user}"),
+        )
         for user in (VIEWER, STRANGER)  # STRANGER: a viewer once, no more in the config
-    }  # fmt: skip
+    }
     await first.stop()
     with caplog.at_level("INFO", logger="clawops.node"):
         again = await start_node()
