@@ -123,10 +123,9 @@ class StatusLog:
         pending.done.add_done_callback(_retrieved)
         await self._queue.put(pending)
         # If this caller goes away, its entry is still written; the writer skips the answer.
-        try:
-            async with asyncio.timeout(self.db.timeout):
-                entry_id = await asyncio.shield(pending.done)
-        except TimeoutError:
+        # (asyncio.wait never cancels what it waits for, and costs one timer: no shield.)
+        answered, _ = await asyncio.wait((pending.done,), timeout=self.db.timeout)
+        if not answered:
             waited = f"no answer within {self.db.timeout:g}s"
             if pending.claimed:
                 raise DatabaseUnavailable(
@@ -134,6 +133,7 @@ class StatusLog:
                 ) from None
             pending.abandoned = True
             raise DatabaseUnavailable(f"{waited}; the entry was not stored") from None
+        entry_id = pending.done.result()
         return Entry(entry_id, job, stat, text, pending.created_at, self.node)
 
     async def _write_loop(self) -> None:
