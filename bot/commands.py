@@ -44,12 +44,19 @@ class Invocation:
         return " ".join(self.args)
 
 
+async def _no_progress(text: str) -> None:
+    """Progress goes nowhere (a check, a test calling a handler directly)."""
+
+
 @dataclass(frozen=True)
 class Context:
-    """What a handler gets: the invocation and the node it runs on."""
+    """What a handler gets: the invocation, the node it runs on, and a way to say how far a long
+    command has come: ``await ctx.progress("3/5 machines")`` shows (edits) one working message
+    in the chat; the final reply replaces it."""
 
     inv: Invocation
     node: Node
+    progress: Callable[[str], Awaitable[None]] = _no_progress
 
 
 Handler = Callable[[Context], Awaitable[Reply]]
@@ -103,6 +110,14 @@ class Registry:
     def for_role(self, role: Role) -> list[Command]:
         rank = ROLE_RANK[role]
         return [c for c in self.commands.values() if ROLE_RANK[c.role] <= rank]
+
+
+def number(text: str) -> int | None:
+    """``text`` as a non-negative integer when it is ASCII digits only, else None.
+
+    ``str.isdigit`` also accepts "³" (which ``int`` then refuses) and Arabic-Indic digits (which
+    ``int`` accepts): neither is a number a command should act on."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class UsageError(Exception):

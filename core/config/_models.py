@@ -168,6 +168,7 @@ class MachineConfig(_Model):
     ssh: SSHConfig | None = None
     socks_proxy: HostPort | None = None
     timeout: Duration = timedelta(seconds=10)
+    protected_ports: list[Port] = []  # /kill refuses these here (beside the global list)
     description: str = ""
 
     @model_validator(mode="after")
@@ -215,6 +216,7 @@ class ServiceConfig(_Model):
     port: Port | None = None
     health: HealthCheck | None = None
     auto_restart: bool = False
+    restart_settle: Duration | None = None  # default: the global restart_settle
     # Where /logs reads from for managers without a log command of their own (launchd, windows,
     # process); PM2 and systemd have theirs.
     log_path: str | None = None

@@ -7,6 +7,7 @@ import platform
 import re
 import socket
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +23,10 @@ from core.config._jobs import (
 )
 from core.config._models import (
     DatabaseConfig,
+    Duration,
     MachineConfig,
     NodeConfig,
+    Port,
     PortRangeConfig,
     ServiceConfig,
     SidecarConfig,
@@ -48,6 +51,11 @@ class Config(_Model):
     orgs: list[OrgConfig] = []
     llm_accounts: list[LlmAccountConfig] = []
     resources: list[ResourceConfig] = []
+    # Ports /kill refuses on every machine (beside the node's own, agents' and SSH ports).
+    protected_ports: list[Port] = []
+    # How long a restarted service has to prove it is up (its manager says running, its health
+    # check passes, and it does not crash again); a service may set its own.
+    restart_settle: Duration = timedelta(seconds=10)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -89,6 +97,10 @@ class Config(_Model):
 
     def machine(self, name: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.name == name), None)
+
+    def settle_for(self, service: ServiceConfig) -> timedelta:
+        """The settle window of a restart of ``service``: its own, else the global one."""
+        return service.restart_settle or self.restart_settle
 
 
 def _this_os() -> Literal["macos", "linux", "windows"]:
