@@ -7,13 +7,13 @@ import asyncio
 from bot.commands import Command, Context, Reply, UsageError
 from bot.format import esc
 from core.config import MachineConfig, ServiceConfig
-from core.errors import ClawopsError, InputError
-from core.health import MachineReport, ServiceReport
+from core.errors import ClawopsError, InputError, StorageError
+from core.health import MachineReport, ServiceReport, restart_verified
+from core.health.observe import observe_restart
 from core.ports import conflicts, end_listener, holders, listeners
 from core.services import ServiceStatus, check_lines
 
 STATE_ICON = {"running": "🟢", "stopped": "⚪", "failed": "🔴", "unknown": "❔"}
-RESTART_SETTLE = 2.0  # seconds a restarted service gets before its state is read back
 
 
 def _machines(ctx: Context) -> list[str] | None:
@@ -149,17 +149,23 @@ async def restart_check(ctx: Context) -> None:
 
 
 async def restart_command(ctx: Context) -> Reply:
-    fleet = ctx.node.fleet
+    node = ctx.node
     service = _restart_target(ctx)
-    manager = fleet.manager(service)
-    await manager.restart()
-    await asyncio.sleep(RESTART_SETTLE)
-    status = await manager.status()
-    verdict = "restarted" if status.running else "restarted, but it is not running"
-    return Reply(
-        f"{STATE_ICON[status.state]} {esc(service.name)}@{esc(service.machine)} {verdict}\n"
-        + _status_line(status, service.port, service.manager)
-    )
+    settle = node.config.settle_for(service)
+    verdict = await restart_verified(node.fleet, service, settle, progress=ctx.progress)
+    where = f"{esc(service.name)}@{esc(service.machine)}"
+    if verdict.healthy:
+        lines = [f"🟢 {where} restarted, healthy"]
+    else:
+        lines = [f"⚠️ {where} restarted but unhealthy: {esc(verdict.reason)}"]
+    if verdict.status is not None:
+        lines.append(_status_line(verdict.status, service.port, service.manager))
+    try:
+        if await observe_restart(node.alerts, service, verdict):
+            node._wake_notifier()
+    except StorageError as exc:  # the restart happened; say the alert could not be recorded
+        lines.append(f"(its alert could not be recorded: {esc(exc)})")
+    return Reply("\n".join(lines))
 
 
 async def logs_command(ctx: Context) -> Reply:

@@ -5,11 +5,13 @@ Restart policy, per service with ``auto_restart = true`` (its record is shared n
 ``healer:MACHINE/SERVICE``, so it survives a restart and every node sees it):
 
 - at most ``max_restarts_per_run`` restarts per run, and one per service per run;
-- a restart counts as done only once verified: the manager says running and the health check (if
-  any) passes within a short settle window;
-- a restart is stable once the service is seen up ``min_uptime`` after it (checked right away
-  when ``min_uptime`` is short, else by a later run); a restart that is not verified, or after
-  which the service is found down before it was seen stable, is unstable;
+- a restart counts as done only once verified by the policy /restart uses too
+  (``core.health.restart``): over the service's settle window (``restart_settle``) the manager
+  says running, it does not crash again, and its health check (if any) passes at the end;
+- a restart is stable once the service is seen up ``min_uptime`` after it (watched right away,
+  crashes counted the same way, when ``min_uptime`` is short, else checked by a later run); a
+  restart that is not verified, or after which the service is found down before it was seen
+  stable, is unstable;
 - after ``max_unstable`` unstable restarts the healer gives up: one critical observation on the
   record's alert key, then no restart before ``min_uptime * 2**k`` (k: how often it gave up);
 - once the service has stayed up for ``min_uptime`` the record is cleared (and the key recovers).
@@ -20,8 +22,6 @@ marks them skipped).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,42 +31,17 @@ from core.accounts import Accounts, settle_emergency
 from core.config import ServiceConfig
 from core.config._jobs import HealerJob
 from core.errors import ClawopsError
-from core.health import MachineReport, SweepReport, run_check
+from core.health import MachineReport, SweepReport, Verdict, restart_verified, watch
 from core.resources import Leases
 from core.tables import utcnow
 from jobs.base import Ending, JobContext, JobResult
 
-SETTLE = (2.0, 10.0)  # a restarted service has min_uptime, within these bounds, to come up
 STABLE_NOW = timedelta(seconds=15)  # min_uptime up to this is waited for within the run
 MAX_BACKOFF = timedelta(days=1)
 
 
 def _when(value: object) -> datetime | None:
     return datetime.fromisoformat(str(value)) if value else None
-
-
-async def _up(ctx: JobContext, service: ServiceConfig, client: httpx.AsyncClient) -> bool:
-    """Running by its manager and passing its health check (if it has one)."""
-    try:
-        if not (await ctx.fleet.manager(service).status()).running:
-            return False
-        machine = ctx.fleet.machine(service.machine)
-        check = await run_check(service, machine, ctx.fleet.executor(machine.name), client)
-    except ClawopsError:
-        return False
-    return check is None or check.ok
-
-
-async def _verify(
-    ctx: JobContext, service: ServiceConfig, client: httpx.AsyncClient, settle: float
-) -> bool:
-    deadline = time.monotonic() + settle
-    while True:
-        if await _up(ctx, service, client):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.5)
 
 
 class Healer:
@@ -139,23 +114,24 @@ class Healer:
         self.restarted.append(entry)
         started = utcnow()
         record = {**record, "last_restart_at": started.isoformat(), "pending": False}
+        fleet, settle = self.ctx.fleet, self.ctx.config.settle_for(service)
+        verdict: Verdict | None = None
         try:
-            await self.ctx.fleet.manager(service).restart()
-            low, high = SETTLE
-            settle = min(max(self.settings.min_uptime.total_seconds(), low), high)
-            verified = await _verify(self.ctx, service, self.client, settle)
+            verdict = await restart_verified(fleet, service, settle, client=self.client)
+            left = started + self.settings.min_uptime - utcnow()
+            if verdict.healthy and self.settings.min_uptime <= STABLE_NOW and left > timedelta(0):
+                verdict = await watch(
+                    fleet, service, left, client=self.client, since=verdict.status
+                )
         except ClawopsError as exc:
             entry["error"] = str(exc)
-            verified = False
+        verified = verdict is not None and verdict.healthy
         entry["verified"] = verified
+        if verdict is not None and not verified:
+            entry["reason"] = verdict.reason
         if verified and self.settings.min_uptime <= STABLE_NOW:
-            left = (started + self.settings.min_uptime - utcnow()).total_seconds()
-            await asyncio.sleep(max(left, 0) + 0.2)
-            stayed = await _up(self.ctx, service, self.client)
-            entry["verified"] = verified = stayed
-            if stayed:
-                await self._stable(service, record)
-                return
+            await self._stable(service, record)
+            return
         if verified:
             await self.ctx.state.put(key, {**record, "pending": True})
             return

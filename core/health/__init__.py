@@ -1,7 +1,9 @@
-"""Health: service checks, machine metrics, and the concurrent sweep over the fleet."""
+"""Health: service checks, machine metrics, the concurrent sweep over the fleet, and verified
+restarts."""
 
 from core.health.checks import CheckResult, run_check
 from core.health.metrics import MachineMetrics, metrics_command, parse_metrics
+from core.health.restart import Verdict, restart_verified, watch
 from core.health.sweep import MachineReport, ServiceReport, SweepReport, sweep
 
 __all__ = [
@@ -10,8 +12,11 @@ __all__ = [
     "MachineReport",
     "ServiceReport",
     "SweepReport",
+    "Verdict",
     "metrics_command",
     "parse_metrics",
+    "restart_verified",
     "run_check",
     "sweep",
+    "watch",
 ]

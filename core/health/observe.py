@@ -1,6 +1,7 @@
 """A whole-fleet sweep as alert observations: one key per machine and one per service.
 
-Keys are ``machine:<name>`` and ``service:<machine>/<name>``. The parent suppresses its children
+Keys are ``machine:<name>`` and ``service:<machine>/<name>``; a verified restart (``/restart``)
+is one more observation of its service's key. The parent suppresses its children
 (SPEC 4): a machine that cannot be reached is one alert that says how many services it takes
 down with it, and its services are not observed at all (they keep their state until the machine
 is back and they are checked again).
@@ -9,7 +10,13 @@ is back and they are checked again).
 from __future__ import annotations
 
 from core.alerts import Alerts, Flip
+from core.config import ServiceConfig
+from core.health.restart import Verdict
 from core.health.sweep import SweepReport
+
+
+def service_key(machine: str, name: str) -> str:
+    return f"service:{machine}/{name}"
 
 
 async def observe_sweep(alerts: Alerts, report: SweepReport) -> list[Flip]:
@@ -32,7 +39,7 @@ async def observe_sweep(alerts: Alerts, report: SweepReport) -> list[Flip]:
     for service in report.services:
         if service.skipped:
             continue
-        key = f"service:{service.machine}/{service.service}"
+        key = service_key(service.machine, service.service)
         if service.healthy:
             flip = await alerts.observe(key, "ok", "healthy again")
         else:
@@ -40,3 +47,12 @@ async def observe_sweep(alerts: Alerts, report: SweepReport) -> list[Flip]:
         if flip is not None:
             flips.append(flip)
     return flips
+
+
+async def observe_restart(alerts: Alerts, service: ServiceConfig, verdict: Verdict) -> Flip | None:
+    """A verified restart as an observation of the service's key, like a sweep's: critical when
+    it did not settle healthy (raising the alert), ok when it did (recovering it)."""
+    key = service_key(service.machine, service.name)
+    if verdict.healthy:
+        return await alerts.observe(key, "ok", "restarted, healthy")
+    return await alerts.observe(key, "critical", f"restarted but unhealthy: {verdict.reason}")

@@ -72,7 +72,7 @@ async def test_one_run_restarts_at_most_two_crashed_services_and_the_next_run_th
         await pm2(name, SERVER)
         await pm2.stop(name)
     h = harness({
-        "services": [pm2_service(n) for n in names],
+        "services": [pm2_service(n) for n in names], "restart_settle": "1s",
         "jobs": {"healer": {"min_uptime": "1s", "memory_warn_percent": 100,
                             "disk_warn_percent": 100, "swap_warn_percent": 100}},
     })  # fmt: skip
@@ -96,7 +96,7 @@ async def test_a_service_that_cannot_stay_up_is_given_up_on_alerted_once_and_lef
     await asyncio.sleep(0.8)
     assert await state_of("flaky") != "running"
     h = harness({
-        "services": [pm2_service("flaky")],
+        "services": [pm2_service("flaky")], "restart_settle": "1s",
         "jobs": {"healer": {"min_uptime": "2s", "max_unstable": 2, "memory_warn_percent": 100,
                             "disk_warn_percent": 100, "swap_warn_percent": 100}},
     })  # fmt: skip
@@ -132,12 +132,14 @@ async def test_a_restart_whose_health_check_fails_is_not_verified(harness, pm2):
     h = harness(
         {
             "services": [service],
+            "restart_settle": "1s",
             "jobs": {"healer": {"min_uptime": "1s", "max_unstable": 3, **QUIET}},
         }
     )
     result = await healer(h.ctx)
-    assert result.data["restarted"] == [{"service": "gw-deaf", "machine": "here",
-                                         "verified": False}]  # fmt: skip
+    (restarted,) = result.data["restarted"]
+    assert restarted["verified"] is False
+    assert restarted["reason"].startswith(f"health check failed: 127.0.0.1:{closed}")
     assert await state_of("gw-deaf") == "running"  # restarted, but it does not answer
     assert result.outcome == "warning" and "1 not verified" in result.summary
     assert (await h.ctx.state.get("healer:here/gw-deaf"))["unstable"] == 1
