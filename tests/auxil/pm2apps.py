@@ -25,3 +25,8 @@ async def start_app(folder: Path, name: str, script: str, *flags: str) -> None:
         ["pm2", "start", str(app), "--name", name, *flags], timeout=60
     )
     assert result.ok, result.stderr
+
+
+async def stop_app(name: str) -> None:
+    result = await LocalExecutor(HERE).run(["pm2", "stop", name], timeout=60)
+    assert result.ok, result.stderr

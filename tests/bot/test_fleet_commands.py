@@ -218,14 +218,14 @@ async def test_a_viewer_cannot_restart_or_kill(node, tg):
 async def test_restart_of_a_pm2_service_reports_it_running_with_a_new_pid(
     tmp_path, monkeypatch, tg, sshd, pm2
 ):
-    services = [{"name": PM2_NAME, "machine": "here", "manager": "pm2"}]
+    services = [{"name": PM2_NAME, "machine": "here", "manager": "pm2", "restart_settle": "1s"}]
     node = await start_fleet_node(tmp_path, monkeypatch, tg, sshd, services)
     try:
         listed = only(await say(tg, GROUP, VIEWER, "/services here"))
         assert f"🟢 {PM2_NAME}" in listed and "pm2 pid" in listed
         pid_before = listed.split("pid ")[1].split()[0]
         result = await confirmed(tg, f"/restart {PM2_NAME}")
-        assert "restarted" in result and "not running" not in result
+        assert result.startswith(f"🟢 {PM2_NAME}@here restarted, healthy\n"), result
         assert "pid " in result and f"pid {pid_before}" not in result and "↻1" in result
         logs = only(await say(tg, GROUP, VIEWER, f"/logs {PM2_NAME} 20"))
         assert "aphos listening" in logs
