@@ -145,6 +145,25 @@ async def test_a_restart_whose_health_check_fails_is_not_verified(harness, pm2):
     assert (await h.ctx.state.get("healer:here/gw-deaf"))["unstable"] == 1
 
 
+@needs_pm2
+async def test_a_restart_that_comes_up_and_crashes_within_the_settle_window_is_not_verified(
+    harness, pm2
+):
+    # PM2 starts it again after each crash, so it is "online" whenever it is looked at now and
+    # then: only watching the whole window tells it from a service that stays up.
+    await pm2("looper", "setTimeout(() => process.exit(1), 1000);\n")
+    await pm2.stop("looper")
+    healer_job = {"min_uptime": "1s", "max_unstable": 3, **QUIET}
+    config = {"services": [pm2_service("looper")], "restart_settle": "2s"}
+    h = harness({**config, "jobs": {"healer": healer_job}})
+    result = await healer(h.ctx)
+    (restarted,) = result.data["restarted"]
+    assert restarted["verified"] is False
+    assert restarted["reason"].startswith("crashed ") and "within 2 s" in restarted["reason"]
+    assert result.outcome == "warning" and "1 not verified" in result.summary
+    assert (await h.ctx.state.get("healer:here/looper"))["unstable"] == 1
+
+
 async def test_machine_metrics_over_the_thresholds_make_a_warning_run(harness):
     h = harness({"jobs": {"healer": {"memory_warn_percent": 0.1, "disk_warn_percent": 0.1}}})
     result = await healer(h.ctx)
