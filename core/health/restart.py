@@ -43,6 +43,8 @@ from core.health.checks import CheckResult, run_check
 from core.services import ServiceStatus
 
 log = logging.getLogger(__name__)
+# Told how far a restart has come ("waiting for it to settle (4/10 s)"); it must not raise (a
+# chat that cannot show progress is no reason to lose the verdict).
 Progress = Callable[[str], Awaitable[None]]
 MAX_POLL = 0.5  # seconds between two reads of the manager's state
 MIN_POLL = 0.1
@@ -137,6 +139,7 @@ async def watch(
         seen.see(since)
     manager = fleet.manager(service)
     seconds = max(window.total_seconds(), 0.0)
+    total = f"{round(seconds, 1):g} s"
     poll = min(MAX_POLL, max(seconds / 8, MIN_POLL))
     started = time.monotonic()
     deadline = started + seconds
@@ -153,17 +156,17 @@ async def watch(
             break
         if int(now - started) != shown:
             shown = int(now - started)
-            await say(f"waiting for it to settle ({shown}/{seconds:g} s)")
+            await say(f"waiting for it to settle ({shown}/{total})")
         await asyncio.sleep(min(poll, deadline - now))
     status, crashes = seen.last, seen.crashes
 
     def verdict(reason: str, check: CheckResult | None = None) -> Verdict:
         return Verdict(not reason, reason, window, status, check, crashes)
 
-    if error:
-        return verdict(f"cannot read its state: {error}")
+    if error:  # the last state is unknown: show none rather than an older one
+        return Verdict(False, f"cannot read its state: {error}", window, None, None, crashes)
     assert status is not None  # a read without an error stored one
-    within = f"within {seconds:g} s"
+    within = f"within {total}"
     if not status.running:
         gone = _not_running(status)
         return verdict(f"crashed {_times(crashes)} {within}, {gone}" if crashes else gone)

@@ -16,6 +16,7 @@ from core.health.restart import Watch
 from core.services import ServiceStatus, State
 from tests.auxil.net import free_port
 from tests.auxil.pm2apps import CRASHES_AFTER_A_SECOND, serves, start_app
+from tests.auxil.sshd import start_sshd
 from tests.core.test_services import needs_pm2
 
 HERE = {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}
@@ -151,3 +152,28 @@ async def test_a_service_on_an_unreachable_machine_is_refused_before_any_restart
             await restart_verified(fleet, fleet.service("gw"), SETTLE)
     finally:
         await fleet.close()
+
+
+@needs_pm2
+async def test_a_machine_that_stops_answering_within_the_window_is_not_called_healthy(
+    pm2, tmp_path
+):
+    await start_app(tmp_path, "web", serves(free_port()))
+    sshd = await start_sshd(tmp_path)
+    keys = {"key": str(sshd.client_key), "known_hosts": str(sshd.known_hosts)}
+    ssh = {"host": sshd.host, "port": sshd.port, **keys}
+    mini = {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "1s", "ssh": ssh}
+    web = {"name": "web", "machine": "mini", "manager": "pm2"}
+    fleet = Fleet(parse_config({"machines": [HERE, mini], "services": [web]}))
+
+    async def silence(text: str) -> None:
+        if text.startswith("waiting"):  # restarted and read once: now the machine goes quiet
+            sshd.delay = 3.0
+
+    try:
+        verdict = await restart_verified(fleet, fleet.service("web"), SETTLE, progress=silence)
+    finally:
+        await fleet.close()
+        await sshd.close()
+    assert not verdict.healthy and verdict.status is None
+    assert verdict.reason.startswith("cannot read its state: mini: "), verdict.reason
