@@ -11,11 +11,14 @@ import httpx
 import pytest
 
 from bot.node import Node
+from core.db import Database
 from core.executors import LocalExecutor
 from core.localtelegram import LocalTelegram, Sent
 from core.minis import Minis
 from core.ports import holders, listeners
+from tests.auxil.botnode import start_test_node
 from tests.auxil.net import free_port
+from tests.auxil.tcpproxy import TcpProxy, through
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
 from tests.bot.test_fleet_commands import only, start_fleet_node
 from tests.core.test_ports import HERE, start_listener
@@ -109,6 +112,34 @@ async def test_kill_of_a_mini_agents_port_is_refused(guarded, tg, listening):
 async def test_kill_of_a_port_nobody_listens_on_is_refused_before_any_confirmation(guarded, tg):
     port = free_port()
     assert f"nothing listens on :{port} on here" in await refused(tg, f"/kill {port}")
+
+
+async def test_kill_on_a_machine_that_does_not_answer_is_refused_with_the_reason(guarded, tg):
+    reply = await refused(tg, "/kill 8080 msi")
+    assert reply.startswith("❌ msi") and "SSH" in reply
+
+
+async def test_kill_is_refused_while_the_database_that_lists_the_agents_is_silent(
+    tmp_path, monkeypatch, tg, pg_url, listening
+):
+    direct = Database(pg_url)
+    await direct.upgrade()
+    await direct.close()
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    database = {"url": through(pg_url, proxy), "timeout": "1s"}
+    node = await start_test_node(tmp_path, monkeypatch, tg, database=database)
+    try:
+        port = free_port()
+        listening.append(await start_listener(port))
+        proxy.silence()  # the agents' ports cannot be known: nothing may be ended
+        reply = await refused(tg, f"/kill {port}")
+        assert reply == "⚠️ database unavailable: no answer within 1s"
+        assert listening[0].returncode is None and await still_listens(port)
+    finally:
+        proxy.resume()
+        await node.stop()
+        await proxy.stop()
 
 
 @pytest.mark.parametrize("text", ["/kill ³", "/kill ١٢", "/kill 8O80", "/kill 12³ here"])
