@@ -66,6 +66,9 @@ Check = Callable[[Context], Awaitable[None]]
 # For a viewer command with mutating subcommands (``/failover yield``): True for the arguments
 # that mutate, which then need the admin role and a confirmation like a mutating command.
 MutatesWhen = Callable[[tuple[str, ...]], bool]
+# For a mutating command: HTML that says what exactly will change (the pids a /kill ends), shown
+# in its confirmation question. Runs after ``check`` passed; it answers, it does not raise.
+Describe = Callable[[Context], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Command:
     private_only: bool = False
     check: Check | None = None
     mutates_when: MutatesWhen | None = None
+    describe: Describe | None = None
 
     def mutates_with(self, args: tuple[str, ...]) -> bool:
         return self.mutates or (self.mutates_when is not None and self.mutates_when(args))

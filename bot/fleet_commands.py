@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
-from bot.commands import Command, Context, Reply, UsageError
+from bot.commands import Command, Context, Reply, UsageError, number
 from bot.format import esc
 from core.config import MachineConfig, ServiceConfig
 from core.errors import ClawopsError, InputError, StorageError
 from core.health import MachineReport, ServiceReport, restart_verified
 from core.health.observe import observe_restart
-from core.ports import conflicts, end_listener, holders, listeners
+from core.minis import Minis
+from core.portguard import KillGuard, kill_guard
+from core.ports import (
+    Listener,
+    Owners,
+    conflicts,
+    end_listener,
+    holders,
+    listeners,
+    listening,
+    service_owners,
+)
+from core.processes import command_lines
 from core.services import ServiceStatus, check_lines
 
 STATE_ICON = {"running": "🟢", "stopped": "⚪", "failed": "🔴", "unknown": "❔"}
@@ -105,26 +118,35 @@ async def services_command(ctx: Context) -> Reply:
     return Reply("\n".join(lines) or "No services configured.")
 
 
+def _holder(item: Listener, owners: Owners) -> str:
+    service = owners.of(item)
+    return (
+        f"{esc(item.process)} (pid {item.pid}{f', service {esc(service)}' if service else ''})"
+        f" on {esc(item.address)}"
+    )
+
+
 async def ports_command(ctx: Context) -> Reply:
     fleet, args = ctx.node.fleet, ctx.inv.args
     if len(args) > 2:
         raise UsageError("give a machine, a port, or both")
-    port = next((int(a) for a in args if a.isdigit()), None)
-    names = [a for a in args if not a.isdigit()]
+    port = next((n for n in map(number, args) if n is not None), None)
+    names = [a for a in args if number(a) is None]
     machines = [fleet.machine(n) for n in names] or fleet.machines
     lines: list[str] = []
     for machine in machines:
+        executor = fleet.executors[machine.name]
         try:
-            found = await listeners(machine, fleet.executors[machine.name])
+            found = await listeners(machine, executor)
         except ClawopsError as exc:
             lines.append(f"🔴 <b>{esc(machine.name)}</b>: {esc(exc)}")
             continue
+        owners = await service_owners(fleet.config, machine, executor)
         if port is not None:
-            held = holders(found, port)
-            who = ", ".join(f"{esc(h.process)} (pid {h.pid}) on {esc(h.address)}" for h in held)
+            who = ", ".join(_holder(h, owners) for h in holders(found, port))
             lines.append(f"<b>{esc(machine.name)}</b> :{port} — {who or 'free'}")
             continue
-        problems = conflicts(fleet.config, machine.name, found)
+        problems = conflicts(fleet.config, machine.name, found, owners)
         ports = sorted({h.port for h in found})
         lines.append(f"<b>{esc(machine.name)}</b>: {len(ports)} listening")
         lines.append("<code>" + esc(" ".join(str(p) for p in ports)) + "</code>")
@@ -192,9 +214,9 @@ async def logs_command(ctx: Context) -> Reply:
 
 def _kill_target(ctx: Context) -> tuple[MachineConfig, int]:
     args = ctx.inv.args
-    if not 1 <= len(args) <= 2 or not args[0].isdigit():
+    port = number(args[0]) if args else None
+    if not 1 <= len(args) <= 2 or port is None:
         raise UsageError("give a port number, and its machine")
-    port = int(args[0])
     if not 1 <= port <= 65535:
         raise UsageError(f"{port} is not a port: give one between 1 and 65535")
     fleet = ctx.node.fleet
@@ -206,13 +228,60 @@ def _kill_target(ctx: Context) -> tuple[MachineConfig, int]:
     return machine, port
 
 
+async def _kill_guard(ctx: Context, machine: MachineConfig) -> KillGuard:
+    node = ctx.node
+    own = {node.config.sidecar.port: "this node's sidecar"}
+    if node.local_api is not None:
+        own[node.config.telegram.local_api_port] = "this node's local Bot API"
+    minis = await Minis(node.db).list()
+    return kill_guard(node.config, machine, node_ports=own, minis=minis, node_pid=os.getpid())
+
+
+async def _kill_plan(ctx: Context) -> tuple[MachineConfig, list[Listener]]:
+    """The machine and the holders /kill would end; a guarded or idle port is refused."""
+    machine, port = _kill_target(ctx)
+    guard = await _kill_guard(ctx, machine)
+    guard.check_port(port)
+    found = await listeners(machine, ctx.node.fleet.executors[machine.name])
+    held = listening(found, machine, port)
+    guard.check_holders(held)
+    return machine, held
+
+
 async def kill_check(ctx: Context) -> None:
-    _kill_target(ctx)
+    await _kill_plan(ctx)
+
+
+async def kill_describe(ctx: Context) -> str:
+    """Each pid that will end: its command line and the configured service it belongs to."""
+    try:
+        machine, held = await _kill_plan(ctx)
+        fleet = ctx.node.fleet
+        executor = fleet.executors[machine.name]
+        pids = sorted({h.pid for h in held if h.pid})
+        lines, owners = await asyncio.gather(
+            command_lines(machine, executor, pids),
+            service_owners(fleet.config, machine, executor),
+        )
+    except ClawopsError as exc:
+        return f"⚠️ Cannot say what it would end: {esc(exc)}"
+    managers = {s.name: s.manager for s in fleet.services_on(machine.name)}
+    out = [f"It ends on {esc(machine.name)}:"]
+    for pid in pids:
+        item = next(h for h in held if h.pid == pid)
+        service = owners.of(item)
+        whose = f"service {esc(service)} ({managers[service]})" if service else "no service"
+        command = lines.get(pid) or item.process
+        out.append(f"• pid {pid} · {whose}\n  <code>{esc(command)}</code>")
+    return "\n".join(out)
 
 
 async def kill_command(ctx: Context) -> Reply:
     machine, port = _kill_target(ctx)
-    ended = await end_listener(machine, ctx.node.fleet.executors[machine.name], port)
+    guard = await _kill_guard(ctx, machine)
+    guard.check_port(port)
+    executor = ctx.node.fleet.executors[machine.name]
+    ended = await end_listener(machine, executor, port, guard.check_holders)
     who = ", ".join(f"{esc(e.process)} (pid {e.pid})" for e in ended)
     return Reply(f"🔪 Port {port} on {esc(machine.name)}: ended {who}.")
 
@@ -227,5 +296,6 @@ FLEET_COMMANDS = [
             role="admin", mutates=True, usage="SERVICE [machine]", check=restart_check),
     Command("logs", "Tail of a service's log", logs_command, usage="SERVICE [machine] [lines]"),
     Command("kill", "End the process listening on a port", kill_command,
-            role="admin", mutates=True, usage="PORT [machine]", check=kill_check),
+            role="admin", mutates=True, usage="PORT [machine]", check=kill_check,
+            describe=kill_describe),
 ]  # fmt: skip

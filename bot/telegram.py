@@ -266,6 +266,7 @@ class TelegramBot:
         await self._audit(inv, outcome, duration, detail)
 
     async def _ask_confirmation(self, command: Command, inv: Invocation) -> None:
+        what = await command.describe(Context(inv, self.node)) if command.describe else ""
         token = secrets.token_urlsafe(9)
         timeout: timedelta = self.settings.confirm_timeout
         self.pending[token] = Pending(command, inv, utcnow() + timeout)
@@ -277,7 +278,8 @@ class TelegramBot:
         )  # fmt: skip
         text = (
             f"Run <code>/{command.name} {esc(inv.args_text)}</code>?\n"
-            f"Only {esc(inv.username or inv.user_id)} can confirm, within "
+            + (f"{what}\n" if what else "")
+            + f"Only {esc(inv.username or inv.user_id)} can confirm, within "
             f"{int(timeout.total_seconds())} s."
         )
         sent = await self.app.bot.send_message(

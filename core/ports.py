@@ -1,22 +1,39 @@
 """Listening ports per machine, compared with the configured services and reserved ranges.
 
 Listeners come from ``lsof -nP -iTCP -sTCP:LISTEN -F pcn`` on macOS, ``ss -Hltnp`` on Linux and
-``Get-NetTCPConnection -State Listen`` on Windows, parsed into one shape. Conflicts are:
+``Get-NetTCPConnection -State Listen`` on Windows, parsed into one shape (one entry per process
+holding a socket: a server and the workers it forked share theirs).
 
-- a service's port held by a process that is not that service (``owner``: two claimants);
-- a port inside a project's reserved range held by a process of another project;
-- a range's default port taken by something else.
+Who owns a listener is decided by process, not by name (``service_owners``):
+
+1. every configured service of the machine is asked for its state; the pid its manager reports
+   (PM2's, launchd's, systemd's MainPID, the first ``pgrep -x`` match of a plain process) and
+   every descendant of it (``core.processes``) belong to that service;
+2. a service whose manager reports no pid (Windows services; a stopped service; a manager that
+   cannot be read) is recognised by its name or unit in the process name, as a last resort.
+
+Conflicts (``conflicts``) are listeners on a reserved port that no configured service owns:
+
+- a service's port held by a process that is not that service's;
+- a port inside a ``[[port_ranges]]`` range held by a process no configured service owns and
+  whose name is not among the range's ``processes`` (the project's hand-started programs, such
+  as a ``node`` dev server); a range without ``processes`` reserves nothing by itself;
+- one port held by processes of more than one owner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from core.config import Config, MachineConfig
-from core.errors import InputError, RemoteError
+from core.config import Config, MachineConfig, ServiceConfig
+from core.errors import ClawopsError, InputError, NotFound, RemoteError
 from core.executors import Executor
+from core.processes import descendants, process_tree
+from core.services import ServiceStatus, manager_for
 
 
 @dataclass(frozen=True, order=True)
@@ -81,9 +98,10 @@ def parse_ss(output: str) -> list[Listener]:
         if len(fields) < 4:
             continue
         host, port = _split_address(fields[3])
-        user = _SS_USER.search(line)
-        pid = int(user.group(2)) if user else None
-        found.add(Listener(port, pid, user.group(1) if user else "", host))
+        users = _SS_USER.findall(line)  # every process holding the socket, not only the first
+        found |= {Listener(port, int(pid), name, host) for name, pid in users}
+        if not users:  # another user's process: ss cannot say whose
+            found.add(Listener(port, None, "", host))
     return sorted(found)
 
 
@@ -125,14 +143,85 @@ def holders(found: list[Listener], port: int) -> list[Listener]:
     return [item for item in found if item.port == port]
 
 
+TRUNCATED = 9  # lsof cuts command names at 9 characters, ss (the kernel's comm) at 15
+
+
 def _matches(process: str, *names: str) -> bool:
-    """Whether a process name plausibly belongs to a service (names may be truncated)."""
+    """Whether a process name is one of ``names``, contains one, or is one cut short."""
     process = process.lower()
-    return any(process and (process in n.lower() or n.lower() in process) for n in names if n)
+    return bool(process) and any(
+        n in process or (len(process) >= TRUNCATED and n.startswith(process))
+        for n in (name.lower() for name in names if name)
+    )
 
 
-def conflicts(config: Config, machine: str, found: list[Listener]) -> list[Conflict]:
-    """Configured ports and ranges of ``machine`` against what actually listens there."""
+@dataclass(frozen=True)
+class Owners:
+    """Which configured service owns which process on one machine (see the module docstring)."""
+
+    pids: Mapping[int, str] = field(default_factory=dict)  # pid -> service
+    # Services whose manager reported no pid: service -> the names its process may carry.
+    by_name: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def owns(self, service: str, listener: Listener) -> bool:
+        if listener.pid is not None and listener.pid in self.pids:
+            return self.pids[listener.pid] == service
+        names = self.by_name.get(service)
+        return names is not None and _matches(listener.process, *names)
+
+    def of(self, listener: Listener) -> str | None:
+        """The configured service that owns ``listener``'s process, if any."""
+        if listener.pid is not None and listener.pid in self.pids:
+            return self.pids[listener.pid]
+        return next((s for s in self.by_name if self.owns(s, listener)), None)
+
+
+async def _status(service: ServiceConfig, executor: Executor) -> ServiceStatus | None:
+    try:
+        return await manager_for(service, executor).status()
+    except ClawopsError:
+        return None  # not known: the service falls back to its name
+
+
+async def service_owners(config: Config, machine: MachineConfig, executor: Executor) -> Owners:
+    """Who owns what on ``machine``: each service's pid (from its manager) and descendants."""
+    services = [s for s in config.services if s.machine == machine.name]
+    statuses = await asyncio.gather(*(_status(s, executor) for s in services))
+    roots = {st.pid: s.name for s, st in zip(services, statuses, strict=True) if st and st.pid}
+    by_name = {
+        s.name: (s.name, s.unit_name)
+        for s, st in zip(services, statuses, strict=True)
+        if st is None or not st.pid
+    }
+    if not roots:
+        return Owners({}, by_name)
+    try:
+        tree = await process_tree(machine, executor)
+    except ClawopsError:
+        tree = {}  # the managers' own pids still count; their children cannot be seen
+    return Owners(descendants(tree, roots), by_name)
+
+
+def _who(held: list[Listener], owners: Owners) -> str:
+    """``python3 (pid 12, service web), node (pid 40)``."""
+    parts = set()
+    for item in held:
+        service = owners.of(item)
+        pid = f"pid {item.pid}" if item.pid else "pid unknown"
+        parts.add(f"{item.process or '?'} ({pid}{f', service {service}' if service else ''})")
+    return ", ".join(sorted(parts))
+
+
+def conflicts(
+    config: Config, machine: str, found: list[Listener], owners: Owners | None = None
+) -> list[Conflict]:
+    """Configured ports and ranges of ``machine`` against what actually listens there.
+
+    ``owners`` comes from ``service_owners``; without it every service is recognised by name.
+    """
+    if owners is None:
+        mine = [s for s in config.services if s.machine == machine]
+        owners = Owners({}, {s.name: (s.name, s.unit_name) for s in mine})
     result: list[Conflict] = []
     by_port: dict[int, list[Listener]] = {}
     for item in found:
@@ -140,35 +229,56 @@ def conflicts(config: Config, machine: str, found: list[Listener]) -> list[Confl
     services = {s.port: s for s in config.services if s.machine == machine and s.port}
     ranges = [r for r in config.port_ranges if r.machine == machine]
     for port, held in sorted(by_port.items()):
-        owners = ", ".join(sorted({h.process or f"pid {h.pid}" for h in held}))
-        if len({h.pid for h in held}) > 1:
-            result.append(Conflict(machine, port, f"held by several processes: {owners}"))
+        claimants = {owners.of(h) or f"pid {h.pid}" for h in held}
+        if len(claimants) > 1:
+            who = _who(held, owners)
+            result.append(Conflict(machine, port, f"held by several processes: {who}"))
         service = services.get(port)
-        if service and not any(_matches(h.process, service.name, service.unit_name) for h in held):
-            result.append(Conflict(machine, port, f"port of {service.name}, held by {owners}"))
+        if service is not None:
+            strangers = [h for h in held if not owners.owns(service.name, h)]
+            if strangers:
+                who = _who(strangers, owners)
+                result.append(Conflict(machine, port, f"port of {service.name}, held by {who}"))
             continue
         for rng in ranges:
             low, high = rng.range
-            if service is not None or not low <= port <= high or not rng.processes:
+            if not low <= port <= high or not rng.processes:
                 continue
-            if not any(_matches(h.process, *rng.processes) for h in held):
+            strangers = [
+                h for h in held if owners.of(h) is None and not _matches(h.process, *rng.processes)
+            ]
+            if strangers:
                 what = "default port" if port in rng.default_port else "port"
-                result.append(Conflict(
-                    machine, port, f"{what} of {rng.project} ({low}-{high}) held by {owners}"
-                ))  # fmt: skip
+                who = _who(strangers, owners)
+                text = f"{what} of {rng.project} ({low}-{high}) held by {who}"
+                result.append(Conflict(machine, port, text))
     return result
 
 
-async def end_listener(machine: MachineConfig, executor: Executor, port: int) -> list[Listener]:
+def listening(found: list[Listener], machine: MachineConfig, port: int) -> list[Listener]:
+    """The holders of ``port``; nobody listening there is an error that says so."""
+    held = holders(found, port)
+    if not held:
+        raise NotFound(f"nothing listens on :{port} on {machine.name}")
+    return held
+
+
+async def end_listener(
+    machine: MachineConfig,
+    executor: Executor,
+    port: int,
+    vet: Callable[[list[Listener]], None] | None = None,
+) -> list[Listener]:
     """End exactly the process(es) listening on ``port``; return what was ended.
 
     The holders are looked up again here, right before the signal, so a stale /ports screen
-    never makes us signal a pid that has since been reused by something else.
+    never makes us signal a pid that has since been reused by something else; ``vet`` sees
+    them first and raises to refuse (``core.portguard``).
     """
-    held = holders(await listeners(machine, executor), port)
+    held = listening(await listeners(machine, executor), machine, port)
+    if vet is not None:
+        vet(held)
     pids = sorted({h.pid for h in held if h.pid})
-    if not held:
-        raise InputError(f"nothing listens on port {port} on {machine.name}")
     if not pids:
         raise RemoteError(f"{machine.name}: cannot see which process holds port {port}")
     if machine.os == "windows":

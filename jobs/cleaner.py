@@ -9,7 +9,8 @@ Per Unix machine (Windows machines are skipped), concurrently:
   died), older than ``orphan_min_age``, whose command line matches one of ``orphan_patterns``
   (regular expressions, searched), and that no service manager runs (below). They are
   reported, and with ``kill_orphans`` sent SIGTERM — exactly those pids, nothing else;
-- port conflicts: what listens against the configured ports and ranges (core.ports).
+- port conflicts: what listens against the configured ports and ranges, ownership decided
+  by process (core.ports).
 
 Why PPID 1 is not enough, and what else an orphan must be. Service managers are parents too:
 every launchd job has PPID 1 on macOS, and on Linux so do systemd's services and the daemons
@@ -46,7 +47,7 @@ from typing import Any
 from core.config import MachineConfig, ServiceConfig
 from core.errors import ClawopsError, InputError
 from core.executors import Executor
-from core.ports import conflicts, listeners
+from core.ports import conflicts, listeners, service_owners
 from jobs.base import JobContext, JobResult
 
 ORPHAN_PARENTS = frozenset({1})  # where Linux init and macOS launchd adopt orphans
@@ -198,7 +199,9 @@ async def clean_machine(
         else:
             found["errors"].append("cannot list processes")
         held = await listeners(machine, executor)
-        found["conflicts"] = [c.message for c in conflicts(ctx.config, machine.name, held)]
+        owners = await service_owners(ctx.config, machine, executor)
+        problems = conflicts(ctx.config, machine.name, held, owners)
+        found["conflicts"] = [c.message for c in problems]
     except ClawopsError as exc:
         found["errors"].append(str(exc))
     return found

@@ -256,8 +256,9 @@ class PortRangeConfig(_Model):
     machine: Name
     range: PortSpan
     default_port: Annotated[list[Port], BeforeValidator(_as_list)] = []
-    # Process names that belong to the project (e.g. ["node"]); a listener in the range with
-    # another name is a conflict. Empty: any process may use the range.
+    # Names of the project's programs started by hand (e.g. ["node"]): a listener in the range
+    # that no configured service owns (its pid or a descendant, core.ports) and with another
+    # name is a conflict. Empty: the range alone flags nothing.
     processes: list[str] = []
     description: str = ""
 

@@ -15,7 +15,7 @@ from core.localtelegram import LocalTelegram, Sent
 from core.tables import alert_flips
 from tests.auxil.botnode import HERE, start_test_node
 from tests.auxil.net import free_port
-from tests.auxil.sshd import SSHServer, start_sshd
+from tests.auxil.sshd import SSHServer
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
 from tests.core.test_ports import start_listener
 from tests.core.test_services import needs_pm2
@@ -24,21 +24,19 @@ PM2_NAME = "aphos-server-dev"
 ALERTS = -700  # alerts go to their own chat, so replies in GROUP are only the replies
 
 
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[SSHServer]:
-    server = await start_sshd(tmp_path)
-    yield server
-    await server.close()
-
-
 async def start_fleet_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tg: LocalTelegram, sshd: SSHServer,
-    services: list[dict[str, Any]],
+    services: list[dict[str, Any]], *, here: dict[str, Any] | None = None,
+    port_ranges: list[dict[str, Any]] | None = None, **sections: Any,
 ) -> Node:  # fmt: skip
+    """The fleet "here" (this machine), "mini" (over the sshd fixture) and "msi" (unreachable);
+    ``here`` adds keys to this machine, ``sections`` other config sections."""
+    aphos = {"project": "aphos", "machine": "here", "range": "2567-2599",
+             "default_port": 2567, "processes": ["node"]}  # fmt: skip
     return await start_test_node(
         tmp_path, monkeypatch, tg, telegram={"alert_chat": ALERTS},
         machines=[
-            HERE,
+            {**HERE, **(here or {})},
             {"name": "mini", "os": "linux", "address": "127.0.0.1", "timeout": "5s",
              "ssh": {"host": sshd.host, "port": sshd.port, "key": str(sshd.client_key),
                      "known_hosts": str(sshd.known_hosts)}},
@@ -46,8 +44,8 @@ async def start_fleet_node(
              "ssh": {"host": "127.0.0.1", "port": free_port()}},
         ],
         services=services,
-        port_ranges=[{"project": "aphos", "machine": "here", "range": "2567-2599",
-                      "default_port": 2567, "processes": ["node"]}],
+        port_ranges=[aphos] if port_ranges is None else port_ranges,
+        **sections,
     )  # fmt: skip
 
 
