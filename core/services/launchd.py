@@ -21,8 +21,7 @@ from core.services._logs import ServiceLogs
 
 _FIELD = re.compile(r'^\s*"(?P<key>[A-Za-z]+)"\s*=\s*(?P<value>[^;(]*);', re.MULTILINE)
 NOT_LOADED = 113  # launchctl's exit status for "Could not find service"
-
-
+# `launchctl print`'s own lines are one tab deep; nested blocks (environment, ...) are deeper.
 _PRINTED_PATH = re.compile(r"^\t(?P<stream>stdout|stderr) path = (?P<path>.+?)\s*$", re.MULTILINE)
 
 

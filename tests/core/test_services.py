@@ -384,9 +384,12 @@ async def test_pm2_over_ssh(pm2, tmp_path):
     executor = SSHExecutor(machine)
     try:
         svc = ServiceConfig(name="aphos-server-dev", machine="mini", manager="pm2")
-        status = await manager_for(svc, executor).status()
+        manager = manager_for(svc, executor)
+        status = await manager.status()
         assert status.state == "running" and status.machine == "mini"
         assert any(c.startswith("pm2 jlist") for c in server.commands)
+        assert "aphos listening" in await logs_showing(manager, "stdout", "aphos listening")
+        assert any(c.startswith(f"tail -c {TAIL_BYTES} ") for c in server.commands)
     finally:
         await executor.close()
         await server.close()
