@@ -163,6 +163,8 @@ async def test_a_reply_and_a_later_edit_are_printed_without_further_input(
         "Still working: 3/5 machines", chat_id=LOCAL_OPERATOR, message_id=reply.message_id
     )
     await terminal.expect("(edited) Still working: 3/5 machines")
+    terminal.type("2\n")  # a number presses a button; /help's answer has none
+    await terminal.expect("no such button")
     terminal.type("\x04")
     assert await terminal.exit_status() == 0
 
