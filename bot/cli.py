@@ -108,7 +108,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from bot.chat import run_chat
+    from bot.chat import CHAT_HISTORY, run_chat
     from bot.node import LOCAL_OPERATOR
     from core.localtelegram import ACCESS_FILE, read_access_file
 
@@ -126,7 +126,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 1
     user = args.user if args.user is not None else LOCAL_OPERATOR
     chat = args.chat if args.chat is not None else user
-    return run_chat(args.url or url, secret, user, chat, args.username, args.command)
+    history = loaded.data_dir / CHAT_HISTORY
+    return run_chat(args.url or url, secret, user, chat, args.username, args.command, history)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -24,9 +24,10 @@ from core.ports import (
     service_owners,
 )
 from core.processes import command_lines
-from core.services import ServiceStatus, check_lines
+from core.services import ServiceLogs, ServiceStatus, check_lines
 
 STATE_ICON = {"running": "🟢", "stopped": "⚪", "failed": "🔴", "unknown": "❔"}
+LOGS_INLINE = 3500  # characters of log text shown in the chat; more is sent as a document
 
 
 def _machines(ctx: Context) -> list[str] | None:
@@ -196,20 +197,32 @@ async def logs_command(ctx: Context) -> Reply:
         raise UsageError("give a service, and optionally its machine and a number of lines")
     lines = 50
     rest = list(args[1:])
-    if rest and rest[-1].isdigit():
-        lines = check_lines(int(rest.pop()))
+    count = number(rest[-1]) if rest else None
+    if count is not None:
+        lines = check_lines(count)
+        rest.pop()
+    elif rest and rest[-1].isdigit():  # "³", "٥": digits to str.isdigit, not to us
+        raise UsageError(f"{rest[-1]!r} is not a number of lines (ASCII digits only)")
     if len(rest) > 1:
         raise UsageError(f"{rest[-1]!r} is not a number of lines")
     fleet = ctx.node.fleet
     service = fleet.service(args[0], rest[0] if rest else None)
-    text = await fleet.manager(service).logs(lines)
-    title = f"{service.name}@{service.machine}, last {lines} lines"
-    if len(text) > 3500:
+    return logs_reply(await fleet.manager(service).logs(lines))
+
+
+def logs_reply(logs: ServiceLogs) -> Reply:
+    """Each stream under its name and source; all of it as a document when it is long."""
+    title = f"{logs.service}@{logs.machine}, last {logs.lines} lines"
+    sections = [
+        f"<b>{esc(s.name)}</b> <code>{esc(s.source)}</code>\n<pre>{esc(s.body)}</pre>"
+        for s in logs.streams
+    ]
+    if sum(len(s.body) for s in logs.streams) > LOGS_INLINE:
         return Reply(
-            f"📄 {esc(title)} (attached)",
-            document=(f"{service.name}-{service.machine}.log", text.encode()),
+            f"📄 {esc(title)} (attached: {esc(', '.join(s.name for s in logs.streams))})",
+            document=(f"{logs.service}-{logs.machine}.log", logs.render().encode()),
         )
-    return Reply(f"📄 {esc(title)}\n<pre>{esc(text) or '(empty)'}</pre>")
+    return Reply(f"📄 {esc(title)}\n" + "\n".join(sections))
 
 
 def _kill_target(ctx: Context) -> tuple[MachineConfig, int]:

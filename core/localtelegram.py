@@ -179,6 +179,7 @@ class LocalTelegram:
         self._changed = asyncio.Condition()
         self._pollers: dict[str, asyncio.Future[None]] = {}
         self._runner: web.AppRunner | None = None
+        self._closing = False
 
     # -- running -----------------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class LocalTelegram:
     async def start(self) -> None:
         # A client that hangs up (a killed bot, a stopped poller) ends its getUpdates at once, as
         # at Telegram: only a poller still connected is terminated by a newer one (a 409).
+        self._closing = False
         self._runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, handler_cancellation=True
         )
@@ -218,6 +220,11 @@ class LocalTelegram:
         for waiter in self._pollers.values():
             if not waiter.done():
                 waiter.cancel()
+        # Long polls of the sent log (a `clawops chat` following along) answer now, so the
+        # runner's graceful shutdown does not wait out their timeouts.
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -283,7 +290,9 @@ class LocalTelegram:
 
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: bool(found())), timeout)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: bool(found()) or self._closing), timeout
+                )
             except TimeoutError:
                 return []
         return found()

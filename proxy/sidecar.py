@@ -74,11 +74,12 @@ class SidecarState:
 
 
 STATE = web.AppKey("state", SidecarState)
-# Routes open without the sidecar's token, by canonical path: what a peer's watchdog and a load
-# balancer probe (the failover state tells who polls Telegram, nothing more), and the browser's
-# routes, which authenticate users themselves (proxy.web: session cookie or API token).
+# Routes open without the sidecar's token, by canonical path: what a peer's watchdog, a load
+# balancer and the seed's healer (`curl -sf http://localhost:9010`: the home page) probe (the
+# failover state tells who polls Telegram, nothing more), and the browser's routes, which
+# authenticate users themselves (proxy.web: session cookie or API token).
 PUBLIC_ROUTES = frozenset(
-    {"/healthz", "/api/failover", "/login/{secret}", "/logout", "/claws",
+    {"/", "/healthz", "/api/failover", "/login/{secret}", "/logout", "/claws",
      "/api/ws/claws/{org}/{claw}", "/claws/{org}/{claw}",
      "/claws/{org}/{claw}/check", "/static/chat/{name}"}
 )  # fmt: skip

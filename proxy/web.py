@@ -27,6 +27,10 @@ PREVIEW_AGENTS = ("telegrambot", "twitterbot", "slackbot", "discordbot", "whatsa
                   "facebookexternalhit")  # fmt: skip
 # Pages that carry or follow a secret are neither cached nor referred onwards.
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# GET / answers 200 without the token: the seed's healer checks `curl -sf http://localhost:9010`.
+HOME = "/"
+# The home page has no script, style or form: its policy allows nothing at all.
+HOME_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -34,6 +38,7 @@ def setup_routes(app: web.Application) -> None:
     # No implicit HEAD: a HEAD must not spend a login link either.
     app.router.add_get("/login/{secret}", login, allow_head=False)
     app.router.add_post("/logout", logout)
+    app.router.add_get(HOME, home)
     # LANDING (the user's claws) is proxy.chat_page's, with the chat pages.
 
 
@@ -103,3 +108,23 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = page("Signed out", "<p>You are signed out. /web in the bot signs you in.</p>")
     response.del_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=_secure(request))
     return response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """What this server is and how to sign in; the status page may live here later."""
+    node = html.escape(request.app[STATE].node)
+    text = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
+        f"<title>clawops · {node}</title><h1>clawops</h1>"
+        f"<p>This is the sidecar of the clawops node <b>{node}</b>: the status API cron jobs "
+        "report to, its health check and the web chat with the claws.</p>"
+        "<p>To sign in, send <code>/web</code> to the bot in a private Telegram chat and open "
+        f'the link it answers. Then <a href="{LANDING}">your claws</a> are here.</p></html>'
+    )
+    headers = {
+        **PRIVATE_HEADERS,
+        "Content-Security-Policy": HOME_POLICY,
+        "X-Content-Type-Options": "nosniff",
+    }
+    return web.Response(text=text, content_type="text/html", headers=headers)

@@ -217,9 +217,11 @@ class ServiceConfig(_Model):
     health: HealthCheck | None = None
     auto_restart: bool = False
     restart_settle: Duration | None = None  # default: the global restart_settle
-    # Where /logs reads from for managers without a log command of their own (launchd, windows,
-    # process); PM2 and systemd have theirs.
+    # Where /logs reads from: the service's log (launchd: its stdout, overriding the job's
+    # StandardOutPath) and its error log (launchd: stderr, overriding StandardErrorPath). PM2
+    # and systemd know their own; windows and process services need one of these.
     log_path: str | None = None
+    error_log_path: str | None = None
     sudo: bool = False  # prefix management commands with `sudo -n` (LaunchDaemons, systemd)
     description: str = ""
 

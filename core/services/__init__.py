@@ -3,6 +3,7 @@
 from core.config import ServiceConfig
 from core.executors import Executor
 from core.services._base import ServiceManager, ServiceStatus, State, check_lines, check_name
+from core.services._logs import LogStream, ServiceLogs
 from core.services.launchd import Launchd
 from core.services.pm2 import PM2
 from core.services.process import PlainProcess
@@ -24,6 +25,8 @@ def manager_for(service: ServiceConfig, executor: Executor) -> ServiceManager:
 
 __all__ = [
     "MANAGERS",
+    "LogStream",
+    "ServiceLogs",
     "ServiceManager",
     "ServiceStatus",
     "State",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Literal
 from core.config import ServiceConfig
 from core.errors import InputError, RemoteError
 from core.executors import Executor, Result
+from core.services._logs import TAIL_BYTES, LogStream, ServiceLogs, last_lines
 
 State = Literal["running", "stopped", "failed", "unknown"]
 # What a chat user may name: letters, digits and . _ @ - ; nothing a shell would act on.
@@ -85,15 +87,42 @@ class ServiceManager(ABC):
     @abstractmethod
     async def restart(self) -> None: ...
 
-    async def logs(self, lines: int) -> str:
-        """The last ``lines`` of the service's log file (``log_path`` in its config)."""
+    async def logs(self, lines: int) -> ServiceLogs:
+        """The last ``lines`` of the service's log files: ``log_path`` and ``error_log_path``
+        in its config (managers that know where their service writes override this)."""
         check_lines(lines)
-        if not self.service.log_path:
-            raise InputError(f"{self.service.name} has no log_path configured")
+        configured = self._configured_streams()
+        if not configured:
+            raise InputError(f"{self.service.name} has no log_path (or error_log_path) configured")
+        return await self._tails(configured, lines)
+
+    def _configured_streams(self, out: str = "log", err: str = "error log") -> dict[str, str]:
+        paths = {out: self.service.log_path, err: self.service.error_log_path}
+        return {name: path for name, path in paths.items() if path}
+
+    async def _tails(self, streams: dict[str, str], lines: int) -> ServiceLogs:
+        """Each named path's tail, read at once; one file named twice is read once."""
+        by_path: dict[str, list[str]] = {}
+        for name, path in streams.items():
+            by_path.setdefault(path, []).append(name)
+        tails = await asyncio.gather(
+            *(self._tail("+".join(names), path, lines) for path, names in by_path.items())
+        )
+        return ServiceLogs(self.service.name, self.machine, lines, tuple(tails))
+
+    async def _tail(self, name: str, path: str, lines: int) -> LogStream:
+        """The end of one file; a file that cannot be read is a stream with the reason."""
+        if path == "/dev/null":
+            return LogStream(name, path, error="it is not kept (written to /dev/null)")
         if self.executor.machine.os == "windows":
-            path = self.service.log_path.replace("'", "''")
-            script = f"Get-Content -LiteralPath '{path}' -Tail {lines}"
+            literal = path.replace("'", "''")
+            script = f"Get-Content -LiteralPath '{literal}' -Tail {lines} -ErrorAction Stop"
             argv = ["powershell", "-NoProfile", "-NonInteractive", "-Command", script]
         else:
-            argv = ["tail", "-n", str(lines), self.service.log_path]
-        return (await self._run(argv)).stdout
+            argv = ["tail", "-c", str(TAIL_BYTES), path]
+        result = await self._run(argv, allowed=(0, 1))
+        if result.exit_status != 0:
+            reason = (result.stderr or result.stdout).strip().splitlines()
+            return LogStream(name, path, error=reason[-1] if reason else "exit status 1")
+        text, cut = last_lines(result.stdout, lines)
+        return LogStream(name, path, text, cut=cut)

@@ -18,7 +18,7 @@ from tests.auxil.net import free_port
 from tests.auxil.sshd import SSHServer
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
 from tests.core.test_ports import start_listener
-from tests.core.test_services import needs_pm2
+from tests.core.test_services import logs_showing, needs_pm2, start_crasher
 
 PM2_NAME = "aphos-server-dev"
 ALERTS = -700  # alerts go to their own chat, so replies in GROUP are only the replies
@@ -203,6 +203,13 @@ async def test_logs_of_a_service_without_a_log_source_says_why(node, tg):
     assert "log" in reply.lower() and "Traceback" not in reply
 
 
+@pytest.mark.parametrize("count", ["³", "٥", "0", "2001"])
+async def test_logs_take_only_ascii_digits_between_1_and_2000_as_a_line_count(node, tg, count):
+    reply = only(await say(tg, GROUP, VIEWER, f"/logs ollama {count}"))
+    expected = "ASCII digits only" if not count.isascii() else "between 1 and 2000"
+    assert expected in reply and "Traceback" not in reply
+
+
 async def test_a_viewer_cannot_restart_or_kill(node, tg):
     for text in ("/restart ollama", "/kill 9"):
         reply = only(await say(tg, GROUP, VIEWER, text))
@@ -227,5 +234,25 @@ async def test_restart_of_a_pm2_service_reports_it_running_with_a_new_pid(
         assert "pid " in result and f"pid {pid_before}" not in result and "↻1" in result
         logs = only(await say(tg, GROUP, VIEWER, f"/logs {PM2_NAME} 20"))
         assert "aphos listening" in logs
+    finally:
+        await node.stop()
+
+
+@needs_pm2
+async def test_logs_of_a_crashed_pm2_service_show_both_streams_marked_and_no_banner(
+    tmp_path, monkeypatch, tg, sshd, pm2
+):
+    await start_crasher(tmp_path)
+    services = [{"name": "crasher", "machine": "here", "manager": "pm2"}]
+    node = await start_fleet_node(tmp_path, monkeypatch, tg, sshd, services)
+    try:
+        manager = node.fleet.manager(node.fleet.service("crasher", None))
+        await logs_showing(manager, "stderr", "boom")  # PM2 has written its files
+        reply = only(await say(tg, GROUP, VIEWER, "/logs crasher here 20"))
+        assert reply.startswith("📄 crasher@here, last 20 lines\n<b>stdout</b> <code>")
+        assert "crasher-out.log</code>\n<pre>crasher starting</pre>" in reply
+        assert "<b>stderr</b> <code>" in reply
+        assert "crasher-error.log</code>\n<pre>boom: cannot open the database</pre>" in reply
+        assert "TAILING" not in reply and "[PM2]" not in reply
     finally:
         await node.stop()

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from core.config import MachineConfig, ServiceConfig
-from core.errors import InputError, RemoteError
+from core.errors import InputError, NotFound, RemoteError
 from core.executors import LocalExecutor, SSHExecutor
-from core.services import check_name, manager_for
-from core.services.launchd import parse_list
+from core.services import ServiceManager, check_name, manager_for
+from core.services._logs import TAIL_BYTES
+from core.services.launchd import parse_list, parse_print_paths
 from core.services.pm2 import parse_jlist
-from core.services.systemd import parse_show
+from core.services.systemd import format_journal, parse_show
 from core.services.windows import parse_service_json
 from tests.auxil.sshd import start_sshd
 from tests.conftest import PM2_BIN
@@ -148,18 +149,156 @@ async def test_a_failing_management_command_is_a_remote_error_with_its_reason(to
 
 
 async def test_logs_need_a_log_path_for_managers_without_a_log_command():
-    manager = manager_for(service("gateway", "launchd"), LocalExecutor(LOCAL))
+    manager = manager_for(service("gateway", "windows"), LocalExecutor(LOCAL))
     with pytest.raises(InputError, match="log_path"):
         await manager.logs(10)
 
 
-async def test_logs_tail_the_configured_file(tmp_path):
-    log = tmp_path / "gateway.log"
+async def test_logs_tail_the_configured_files_each_under_its_name(tmp_path):
+    log, errors = tmp_path / "ollama.log", tmp_path / "ollama.err"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
-    manager = manager_for(service("gateway", "launchd", log_path=str(log)), LocalExecutor(LOCAL))
-    assert (await manager.logs(3)).splitlines() == ["line 97", "line 98", "line 99"]
+    errors.write_text("panic: out of memory\n")
+    svc = service("ollama", "process", log_path=str(log), error_log_path=str(errors))
+    logs = await manager_for(svc, LocalExecutor(LOCAL)).logs(3)
+    assert [(s.name, s.source) for s in logs.streams] == [
+        ("log", str(log)),
+        ("error log", str(errors)),
+    ]
+    assert logs.text_of("log").splitlines() == ["line 97", "line 98", "line 99"]
+    assert logs.render() == (
+        f"── log ({log}) ──\nline 97\nline 98\nline 99\n"
+        f"── error log ({errors}) ──\npanic: out of memory\n"
+    )
     with pytest.raises(InputError):
-        await manager.logs(0)
+        await manager_for(svc, LocalExecutor(LOCAL)).logs(0)
+
+
+async def test_a_log_file_that_cannot_be_read_is_named_in_its_section(tmp_path):
+    log = tmp_path / "ollama.log"
+    log.write_text("started\n")
+    svc = service("ollama", "process", log_path=str(log), error_log_path=str(tmp_path / "gone"))
+    logs = await manager_for(svc, LocalExecutor(LOCAL)).logs(5)
+    assert logs.text_of("log") == "started"
+    assert "(cannot read it: tail: cannot open" in logs.render()
+    assert "No such file or directory" in logs.render()
+
+
+async def test_a_huge_line_is_cut_to_the_last_bytes_and_said_so(tmp_path):
+    log = tmp_path / "dump.log"
+    log.write_text("x" * (TAIL_BYTES * 2) + "\nthe end\n")
+    logs = await manager_for(service("d", "process", log_path=str(log)), LocalExecutor(LOCAL)).logs(
+        10
+    )
+    (stream,) = logs.streams
+    assert stream.text == "the end" and stream.cut
+    assert f"only the last {TAIL_BYTES // 1024} KiB" in logs.render()
+
+
+def test_launchctl_print_paths_come_from_the_job_not_from_nested_blocks():
+    printed = fixture("launchctl-print-gateway.txt").replace("@OUT@", "/o.log")
+    assert parse_print_paths(printed.replace("@ERR@", "/e.log")) == {
+        "stdout": "/o.log",
+        "stderr": "/e.log",
+    }
+    no_stderr = "".join(line for line in printed.splitlines(True) if "@ERR@" not in line)
+    assert parse_print_paths(no_stderr) == {"stdout": "/o.log"}
+
+
+def launchd_job(tools: Path, tmp_path: Path, out: str, err: str) -> None:
+    """A stand-in launchctl whose `print` shows the job with these stdout/stderr paths."""
+    printed = tmp_path / "printed.txt"
+    text = fixture("launchctl-print-gateway.txt").replace("@OUT@", out).replace("@ERR@", err)
+    printed.write_text(text)
+    stand_in(tools, "launchctl", f"cat {printed}")
+    stand_in(tools, "id", "echo 501")
+
+
+async def test_launchd_logs_tail_the_jobs_stdout_and_stderr_files(tools, tmp_path):
+    out, err = tmp_path / "gateway.log", tmp_path / "gateway.err.log"
+    out.write_text("gateway listening on 18789\n")
+    err.write_text("Error: EADDRINUSE 18789\n    at Server.listen\n")
+    launchd_job(tools, tmp_path, str(out), str(err))
+    svc = service("gateway", "launchd", unit="com.clawdbot.gateway")
+    logs = await manager_for(svc, LocalExecutor(LOCAL)).logs(20)
+    assert calls(tools)[-1] == "print gui/501/com.clawdbot.gateway"
+    assert logs.render() == (
+        f"── stdout ({out}) ──\ngateway listening on 18789\n"
+        f"── stderr ({err}) ──\nError: EADDRINUSE 18789\n    at Server.listen\n"
+    )
+
+
+async def test_launchd_log_path_overrides_the_jobs_stdout_and_one_file_is_shown_once(
+    tools, tmp_path
+):
+    both, mine = tmp_path / "both.log", tmp_path / "mine.log"
+    both.write_text("out and err together\n")
+    mine.write_text("from the config\n")
+    launchd_job(tools, tmp_path, str(both), str(both))
+    plain = service("gateway", "launchd", unit="com.clawdbot.gateway")
+    logs = await manager_for(plain, LocalExecutor(LOCAL)).logs(5)
+    assert [(s.name, s.text) for s in logs.streams] == [("stdout+stderr", "out and err together")]
+    overridden = service("gateway", "launchd", unit="com.clawdbot.gateway", log_path=str(mine))
+    logs = await manager_for(overridden, LocalExecutor(LOCAL)).logs(5)
+    assert [(s.name, s.text) for s in logs.streams] == [
+        ("stdout", "from the config"),
+        ("stderr", "out and err together"),
+    ]
+
+
+async def test_launchd_logs_of_a_job_that_is_not_loaded_need_a_log_path(tools, tmp_path):
+    stand_in(tools, "launchctl", 'echo "Could not find service" >&2; exit 113')
+    stand_in(tools, "id", "echo 501")
+    with pytest.raises(InputError, match=r"not loaded.*set log_path"):
+        await manager_for(service("g", "launchd"), LocalExecutor(LOCAL)).logs(5)
+    log = tmp_path / "g.log"
+    log.write_text("last words\n")
+    logs = await manager_for(service("g", "launchd", log_path=str(log)), LocalExecutor(LOCAL)).logs(
+        5
+    )
+    assert [(s.name, s.text) for s in logs.streams] == [("stdout", "last words")]
+
+
+async def test_systemd_logs_read_the_journal_and_mark_error_lines(tools):
+    stand_in(tools, "journalctl", f"cat {FIXTURES / 'journalctl-json.txt'}")
+    logs = await manager_for(service("web", "systemd"), LocalExecutor(LOCAL)).logs(5)
+    assert calls(tools)[-1] == (
+        "-u web -n 5 --no-pager -o json --output-fields=MESSAGE,PRIORITY,SYSLOG_IDENTIFIER,_PID"
+    )
+    assert logs.render() == (
+        "── journal (journalctl -u web) ──\n"
+        "2025-12-03T12:00:01Z web[812]: listening on :8080\n"
+        "2025-12-03T12:00:02Z web[812]: [err] database unreachable: connection refused\n"
+        "2025-12-03T12:00:02Z web[812]: caf\ufffd( bytes\n"
+        "2025-12-03T12:00:02Z systemd[1]: web.service: Main process exited, code=exited, "
+        "status=1/FAILURE\n"
+        "2025-12-03T12:00:02Z systemd[1]: [warning] web.service: Failed with result 'exit-code'.\n"
+    )
+
+
+def test_journal_lines_that_are_not_json_are_kept_as_they_are():
+    assert format_journal('-- No entries --\n{"MESSAGE": "m", "PRIORITY": "2"}\n\n') == (
+        "-- No entries --\n? ?: [err] m"
+    )
+
+
+async def test_windows_logs_read_the_configured_files_through_powershell(tools):
+    stand_in(tools, "powershell", "echo 'Bot started'")
+    paths = {"log_path": "C:/bot/it's.log", "error_log_path": "C:/bot/err.log"}
+    svc = service("bot", "windows", unit="ClawdbotBot", **paths)
+    logs = await manager_for(svc, executor_on("windows")).logs(20)
+    assert [(s.name, s.source, s.text) for s in logs.streams] == [
+        ("log", "C:/bot/it's.log", "Bot started"),
+        ("error log", "C:/bot/err.log", "Bot started"),
+    ]
+    assert sorted(c.split("-Command ", 1)[1] for c in calls(tools)) == [
+        "Get-Content -LiteralPath 'C:/bot/err.log' -Tail 20 -ErrorAction Stop",
+        "Get-Content -LiteralPath 'C:/bot/it''s.log' -Tail 20 -ErrorAction Stop",
+    ]
+
+
+def executor_on(os_name: str) -> LocalExecutor:
+    """This machine's executor, for a manager that picks its commands by the machine's OS."""
+    return LocalExecutor(MachineConfig(name="here", os=os_name, address="127.0.0.1", local=True))
 
 
 # -- PM2, for real ---------------------------------------------------------------------------
@@ -177,10 +316,61 @@ async def test_pm2_status_restart_stop_start_and_logs(pm2):
     assert (await manager.status()).state == "stopped"
     await manager.start()
     assert (await manager.status()).state == "running"
-    await asyncio.sleep(0.5)
-    assert "aphos listening" in await manager.logs(20)
+    assert "aphos listening" in (await logs_showing(manager, "stdout", "aphos listening"))
     missing = await manager_for(service("nope", "pm2"), LocalExecutor(LOCAL)).status()
     assert missing.state == "stopped" and "not in" in missing.detail
+
+
+async def logs_showing(manager: ServiceManager, stream: str, text: str, wait: float = 20) -> str:
+    """The stream's tail once it shows ``text`` (PM2 writes its log files asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        tail = (await manager.logs(50)).text_of(stream)
+        if text in tail or asyncio.get_running_loop().time() > deadline:
+            return tail
+        await asyncio.sleep(0.1)
+
+
+CRASHER = """console.log('crasher starting');
+console.error('boom: cannot open the database');
+process.exit(3);
+"""
+
+
+async def start_crasher(tmp_path: Path, name: str = "crasher") -> None:
+    """A PM2 process that writes to stdout and stderr, then exits 3 (not restarted)."""
+    app = tmp_path / f"{name}.js"
+    app.write_text(CRASHER)
+    result = await LocalExecutor(LOCAL).run(
+        ["pm2", "start", str(app), "--name", name, "--no-autorestart"], timeout=60
+    )
+    assert result.ok, result.stderr
+
+
+@needs_pm2
+async def test_pm2_logs_of_a_crashed_process_show_stdout_and_stderr_without_the_banner(
+    pm2, tmp_path
+):
+    await start_crasher(tmp_path)
+    manager = manager_for(service("crasher", "pm2"), LocalExecutor(LOCAL))
+    assert "boom" in await logs_showing(manager, "stderr", "boom: cannot open the database")
+    assert (await manager.status()).state == "stopped"
+    logs = await manager.logs(20)
+    assert [s.name for s in logs.streams] == ["stdout", "stderr"]
+    out, err = logs.streams
+    assert out.source.endswith("crasher-out.log") and err.source.endswith("crasher-error.log")
+    assert out.text == "crasher starting" and err.text == "boom: cannot open the database"
+    text = logs.render()
+    assert f"── stdout ({out.source}) ──\ncrasher starting\n" in text
+    assert f"── stderr ({err.source}) ──\nboom: cannot open the database\n" in text
+    assert "[TAILING]" not in text and "PM2" not in text
+
+
+@needs_pm2
+async def test_pm2_logs_of_a_process_pm2_does_not_know_say_so(pm2):
+    manager = manager_for(service("nope", "pm2"), LocalExecutor(LOCAL))
+    with pytest.raises(NotFound, match="nope is not in pm2's process list"):
+        await manager.logs(5)
 
 
 @needs_pm2
@@ -194,9 +384,12 @@ async def test_pm2_over_ssh(pm2, tmp_path):
     executor = SSHExecutor(machine)
     try:
         svc = ServiceConfig(name="aphos-server-dev", machine="mini", manager="pm2")
-        status = await manager_for(svc, executor).status()
+        manager = manager_for(svc, executor)
+        status = await manager.status()
         assert status.state == "running" and status.machine == "mini"
         assert any(c.startswith("pm2 jlist") for c in server.commands)
+        assert "aphos listening" in await logs_showing(manager, "stdout", "aphos listening")
+        assert any(c.startswith(f"tail -c {TAIL_BYTES} ") for c in server.commands)
     finally:
         await executor.close()
         await server.close()

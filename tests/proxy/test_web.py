@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +184,40 @@ async def test_the_sign_in_routes_need_no_sidecar_token_but_the_api_still_does(s
     assert (await running.client.post("/logout")).status_code == 200
     assert (await running.client.get("/api/log")).status_code == 401
     assert (await running.client.get("/login")).status_code == 401  # not a public route
+
+
+# -- GET /: what the seed's healer checks ----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_the_healers_curl_of_the_root_succeeds_without_the_token(start_sidecar):
+    running = await start_sidecar(token="sidecar-secret")
+    port = httpx.URL(running.url).port
+    # The seed's check, unchanged: `curl -sf http://localhost:9010` (-f fails on any 4xx/5xx).
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sf", "--max-time", "10", f"http://localhost:{port}", stdout=subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and b"/web" in out
+
+
+async def test_the_home_page_says_how_to_sign_in_and_allows_nothing_to_run(start_sidecar):
+    running = await start_sidecar(token="sidecar-secret")
+    page = await running.client.get("/", headers={"Host": "127.0.0.1:9010"})
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "<b>test-node</b>" in page.text and "<code>/web</code>" in page.text
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "<script" not in page.text and "style=" not in page.text
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await running.client.head("/")).status_code == 200
+
+
+async def test_the_home_page_refuses_a_host_it_does_not_serve(start_sidecar):
+    running = await start_sidecar()
+    rebound = await running.client.get("/", headers={"Host": "evil.example.net:9010"})
+    assert rebound.status_code == 421 and "evil.example.net" in rebound.json()["error"]
+    assert (await running.client.post("/", json={})).status_code == 405
 
 
 # -- /web through the real bot --------------------------------------------------------------
