@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from bot.commands import number
+
 QUIET = 0.6  # seconds without a new item after the first one: the answer is complete
 
 
@@ -109,8 +111,9 @@ def run_chat(
             continue
         started = time.monotonic()
         try:
-            if line.isdigit():
-                chat.press(int(line))
+            button = number(line)
+            if button is not None:
+                chat.press(button)
             else:
                 chat.send(line)
         except ValueError as exc:

@@ -15,12 +15,15 @@
    UNIQUE(mini_id, mini_port) and UNIQUE(org, slug) back this up; an IntegrityError is retried.
 
 Every later state change is a conditional update (``WHERE status = old``): when two nodes race
-for one claw, exactly one of them sees ``rowcount == 1`` and acts.
+for one claw, exactly one of them sees ``rowcount == 1`` and acts. ``Stopwatch`` tells a caller's
+progress callback how far a provision has come.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,18 @@ from core.minis import Mini, mini_from_row, with_usage
 from core.tables import claws, mac_minis, utcnow
 
 MAX_ATTEMPTS = 100
+Progress = Callable[[str], Awaitable[None]]
+
+
+class Stopwatch:
+    """Tells ``progress`` (if any) each step of a provision with the seconds since it began."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.started = progress, time.monotonic()
+
+    async def __call__(self, step: str) -> None:
+        if self.progress is not None:
+            await self.progress(f"{step} · {time.monotonic() - self.started:.0f} s")
 
 
 class NoCapacity(InputError):

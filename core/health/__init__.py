@@ -2,10 +2,11 @@
 
 from core.health.checks import CheckResult, run_check
 from core.health.metrics import MachineMetrics, metrics_command, parse_metrics
-from core.health.sweep import MachineReport, ServiceReport, SweepReport, sweep
+from core.health.sweep import MachineDone, MachineReport, ServiceReport, SweepReport, sweep
 
 __all__ = [
     "CheckResult",
+    "MachineDone",
     "MachineMetrics",
     "MachineReport",
     "ServiceReport",
