@@ -13,7 +13,7 @@ import pytest
 from bot.commands import Command, Context, Reply
 from bot.node import Node
 from core.localtelegram import LocalTelegram, Sent
-from tests.auxil.botnode import ADMIN, GROUP, VIEWER, start_test_node
+from tests.auxil.botnode import ADMIN, GROUP, HERE, VIEWER, start_test_node
 from tests.bot.test_bot import audit_outcomes, confirmation, press, say
 
 
@@ -177,3 +177,35 @@ async def test_a_deleted_progress_message_still_gets_the_reply(quick, tg, hold):
     hold.release.set()
     done = await until(tg, lambda: [s for s in tg.sent if s.text == "all steps done"])
     assert done.kind == "message" and done.message_id != shown.message_id
+
+
+@pytest.fixture
+async def wedged_port() -> AsyncIterator[int]:
+    """A TCP port that accepts and never says a word (a wedged sshd)."""
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+async def test_health_shows_machine_by_machine_progress_then_its_report(
+    tmp_path, monkeypatch, tg, wedged_port
+):
+    ssh = {"host": "127.0.0.1", "port": wedged_port}
+    wedged = {"name": "wedged", "os": "linux", "address": "127.0.0.1", "timeout": "1s", "ssh": ssh}
+    node = await start_test_node(
+        tmp_path, monkeypatch, tg, telegram={"progress_after": "100ms"}, machines=[HERE, wedged]
+    )
+    try:
+        await tg.inject_message(VIEWER, VIEWER, "/health", username="viewer")
+        shown = await until(tg, lambda: [s for s in tg.sent if s.text.startswith("⏳")])
+        assert (shown.kind, shown.text) == ("message", "⏳ Health: 1/2 machines (here up)")
+        report = await until(tg, lambda: [s for s in tg.sent if "swept in" in s.text])
+        assert (report.kind, report.message_id) == ("edit", shown.message_id)
+        assert "🔴 <b>wedged</b> unreachable" in report.text and "🟢 <b>here</b>" in report.text
+    finally:
+        await node.stop()
