@@ -77,7 +77,8 @@ class Chat:
             for item in new:
                 if item.get("buttons"):
                     self.buttons = (item["message_id"], [b for r in item["buttons"] for b in r])
-            wait = QUIET
+            # A progress message ("⏳ …") is not the answer: its edit with the reply is.
+            wait = first_wait if str(new[-1].get("text", "")).startswith("⏳") else QUIET
 
 
 def run_chat(
