@@ -12,8 +12,11 @@ import pytest
 
 from bot.commands import Command, Context, Reply
 from bot.node import Node
+from core.crypto import generate_key
 from core.localtelegram import LocalTelegram, Sent
+from core.minis import Minis
 from tests.auxil.botnode import ADMIN, GROUP, HERE, VIEWER, start_test_node
+from tests.auxil.fakeagent import FakeAgent
 from tests.bot.test_bot import audit_outcomes, confirmation, press, say
 
 
@@ -209,3 +212,50 @@ async def test_health_shows_machine_by_machine_progress_then_its_report(
         assert "🔴 <b>wedged</b> unreachable" in report.text and "🟢 <b>here</b>" in report.text
     finally:
         await node.stop()
+
+
+async def test_a_claw_that_never_gets_ready_shows_its_steps_then_the_failure(
+    tmp_path, monkeypatch, tg
+):
+    monkeypatch.setenv("RESPONSIVE_CLAWS_KEY", generate_key())
+    monkeypatch.setenv("RESPONSIVE_AGENT_TOKEN", FakeAgent.token)
+    agent = await FakeAgent(fault="never-ready").start()
+    claws = {"secret_key_env": "RESPONSIVE_CLAWS_KEY", "provision_timeout": "2s"}
+    org = {"slug": "acme", "name": "Acme", "members": [ADMIN]}
+    node = await start_test_node(
+        tmp_path, monkeypatch, tg, telegram={"progress_after": "100ms"}, claws=claws, orgs=[org]
+    )
+    try:
+        token_env = "RESPONSIVE_AGENT_TOKEN"
+        await Minis(node.db).add(
+            "mini-1", agent.url, ports="3001-3010", capacity=5, agent_token_env=token_env
+        )
+        (ask,) = await say(tg, ADMIN, ADMIN, "/claw new acme support")
+        await tg.press(ADMIN, ADMIN, ask.message_id or 0, ask.buttons[0][0]["callback_data"])
+        failed = await until(tg, lambda: [s for s in tg.sent if s.text.startswith("❌")], 10.0)
+        edits = [s.text for s in tg.sent if s.kind == "edit" and s.message_id == ask.message_id]
+        assert edits[0] == "⏳ Running <code>/claw new acme support</code>…"
+        steps = [e for e in edits if e.startswith("⏳ Claw <b>acme/support</b>: ")]
+        assert steps and "waiting for the gateway's handshake · " in steps[-1], edits
+        assert edits[-1] == failed.text and "provisioning failed at ready" in failed.text
+        # One message (the question); everything after it was an edit of it.
+        assert [s.kind for s in tg.sent if s.chat_id == ADMIN].count("message") == 1
+    finally:
+        await node.stop()
+        await agent.stop()
+
+
+async def test_a_command_running_at_stop_is_let_finish_and_answer(tmp_path, monkeypatch, tg, hold):
+    node = await start(tmp_path, monkeypatch, tg, hold)
+    await tg.inject_message(VIEWER, VIEWER, "/hold last", username="viewer")
+    await asyncio.wait_for(hold.started.wait(), 5)
+    stopping = asyncio.create_task(node.stop())
+    assert node.bot is not None
+    for _ in range(100):  # until the bot is stopping: no more updates, waiting for commands
+        await asyncio.wait({stopping}, timeout=0.05)
+        if not node.bot.polling:
+            break
+    assert not node.bot.polling and not stopping.done()
+    hold.release.set()
+    await asyncio.wait_for(stopping, 10)
+    assert [s.text for s in tg.sent if s.chat_id == VIEWER and s.kind == "message"] == ["held last"]
