@@ -8,8 +8,9 @@ role check, confirmation for mutating commands, the handler, the reply, the audi
 PTB hands updates over one at a time (no ``concurrent_updates``): each handler here only takes
 the command's turn in its chat (``bot.working``) and starts the work as a task, so a long command
 never delays another command or a button press, and one chat's replies keep its commands' order.
-With PTB's ``concurrent_updates`` or ``block=False`` the turns would be taken inside tasks that
-may start out of order. Only new messages run commands: an edited one is ignored.
+With PTB's ``concurrent_updates`` (or ``block=False``) a turn would be taken inside a task, past
+awaits in PTB's own dispatch, and the order would rest on scheduling details; here it is taken
+in the handler PTB awaits in update order. Only new messages run commands: an edit is ignored.
 """
 
 from __future__ import annotations
@@ -247,9 +248,9 @@ class TelegramBot:
             if command.check is None or await self._check(command, inv):
                 await self.confirmations.ask(command, inv)
             return
-        await self.execute(
-            command, inv, Working(self.app.bot, chat_id, after=self.progress_after, turn=turn)
-        )
+        title = f"⏳ <code>{esc(f'/{name} {inv.args_text}'.strip())}</code> is running…"
+        working = Working(self.app.bot, chat_id, after=self.progress_after, turn=turn, title=title)
+        await self.execute(command, inv, working)
 
     @staticmethod
     def _refusal(command: Command, exc: UsageError | ClawopsError) -> Reply:

@@ -5,18 +5,18 @@ Order. The bot handles updates concurrently (a 20 s ``/run`` must not hold up an
 a button press), yet one chat's replies must come in the order of its commands. Each command
 takes a ``Turn`` in its chat when its update arrives (PTB hands the bot updates one at a time, in
 order, and taking a turn does not wait); it starts once the previous turn of that chat ended, and
-ends its own as soon as its first message is in the chat: its reply, or its progress message (the
-final reply then edits that message, in place). So a command waits at most until the earlier
-ones of its chat have answered something, and a long command that reports progress holds its
-chat for about ``progress_after``. Button presses take no turn: they act on a message that is
-already in the chat, and a confirmed command edits its confirmation message.
+ends its own as soon as its first message is in the chat: its reply, or its working message (the
+final reply then edits that message, in place). A command still running after ``progress_after``
+has a working message, so it holds its chat for about that long at most. Button presses take no
+turn: they act on a message that is already in the chat, and a confirmed command edits its
+confirmation message.
 
 Progress. Nothing shows for a command that answers within ``progress_after``. After that the chat
-gets "typing…" (sent again every TYPING_EVERY seconds: Telegram shows it for 5 s) and, once the
-command has reported progress (``ctx.progress``), one message "⏳ text" that later reports edit,
-at most once per EDIT_INTERVAL (GROUP_EDIT_INTERVAL in a group, which takes 20 messages a minute),
-the latest text always shown in the end. Progress is best effort: a Telegram error there is
-logged, and the command goes on.
+gets "typing…" (sent again every TYPING_EVERY seconds: Telegram shows it for 5 s) and one working
+message: the latest progress the command reported (``ctx.progress``), else "⏳ /cmd is
+running…". Later reports edit it, at most once per EDIT_INTERVAL (GROUP_EDIT_INTERVAL in a group,
+which takes 20 messages a minute), the latest text shown in the end unless the reply came first.
+Progress is best effort: a Telegram error there is logged, and the command goes on.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ class ChatOrder:
 
 
 async def send_reply(bot: Bot, chat_id: int, reply: Reply, edit: int | None = None) -> None:
-    """Send (or edit into) a reply: split past 4096 chars, a document past a few parts. A message
-    to edit that is gone (deleted by someone) gets the reply as a new message instead."""
+    """Send (or edit into) a reply: split past 4096 chars, a document past a few parts. When the
+    message cannot be edited (someone deleted it), the reply goes out as a new message."""
     parts = split_html(reply.text)
     document = reply.document
     if len(parts) > MAX_PARTS and document is None:
@@ -98,8 +98,6 @@ async def send_reply(bot: Bot, chat_id: int, reply: Reply, edit: int | None = No
                 )
                 continue
             except BadRequest as exc:
-                if "not modified" in str(exc):
-                    continue
                 log.warning("telegram: cannot edit message %s (%s); sending the reply", edit, exc)
         await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML)
     if document is not None:
@@ -129,7 +127,8 @@ class RateLimiter(AIORateLimiter):
 
 class Working:
     """One command's run in its chat (see the module docstring): ``progress`` while it runs,
-    ``finish`` with its reply. ``message_id`` is the message the reply edits, if any."""
+    ``finish`` with its reply. ``message_id`` is the message the reply edits, if any; ``title``
+    the working message's text until the command reports progress."""
 
     def __init__(
         self,
@@ -139,9 +138,11 @@ class Working:
         after: float,
         turn: Turn | None = None,
         message_id: int | None = None,
+        title: str = "",
     ) -> None:
         self.bot, self.chat_id, self.after, self.turn = bot, chat_id, after, turn
         self.message_id = message_id
+        self.title = title  # what the working message says before any progress
         self.interval = GROUP_EDIT_INTERVAL if chat_id < 0 else EDIT_INTERVAL
         self._latest = ""
         self._shown = ""
@@ -194,6 +195,7 @@ class Working:
     async def _watcher(self) -> None:
         await asyncio.sleep(self.after)
         self._due = True
+        self._latest = self._latest or self.title
         while True:
             if self._latest:
                 await self._show_latest()
@@ -210,7 +212,8 @@ class Working:
             wait = self._edited_at + self.interval - time.monotonic()
             if wait <= 0:
                 await self._put(self._latest)
-            elif self._flush is None or self._flush.done():
+            elif self._flush is None or self._flush.done() or self._flush is asyncio.current_task():
+                # (the flush itself, woken a clock tick early, schedules the next one)
                 self._flush = asyncio.create_task(self._later(wait))
 
     async def _later(self, wait: float) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.commands import Command, Context, Reply
+from bot.format import esc
 from bot.node import Node
 from core.crypto import generate_key
 from core.localtelegram import LocalTelegram, Sent
@@ -33,7 +34,7 @@ class Hold:
         async def hold(ctx: Context) -> Reply:
             self.started.set()
             await self.release.wait()
-            return Reply(f"held {ctx.inv.args_text}".strip())
+            return Reply(f"held {esc(ctx.inv.args_text)}".strip())
 
         async def steps(ctx: Context) -> Reply:
             await ctx.progress(self.progress[0])
@@ -65,6 +66,15 @@ def hold() -> Hold:
 @pytest.fixture
 async def node(tmp_path, monkeypatch, tg, hold) -> AsyncIterator[Node]:
     running = await start(tmp_path, monkeypatch, tg, hold)  # progress after the default 2 s
+    yield running
+    hold.release.set()
+    await running.stop()
+
+
+@pytest.fixture
+async def patient(tmp_path, monkeypatch, tg, hold) -> AsyncIterator[Node]:
+    """A node that shows no progress for a minute: the chat's order alone."""
+    running = await start(tmp_path, monkeypatch, tg, hold, progress_after="60s")
     yield running
     hold.release.set()
     await running.stop()
@@ -112,7 +122,7 @@ async def test_a_confirmed_long_command_holds_up_no_command_and_no_button(node, 
     assert ("holdhard", "ok") in await audit_outcomes(node, 6)
 
 
-async def test_one_chats_replies_come_in_the_order_of_its_commands(node, tg, hold):
+async def test_one_chats_replies_come_in_the_order_of_its_commands(patient, tg, hold):
     await tg.inject_message(GROUP, VIEWER, "/hold first", username="viewer")
     await asyncio.wait_for(hold.started.wait(), 5)
     await tg.inject_message(GROUP, VIEWER, "/help", username="viewer")
@@ -152,6 +162,20 @@ async def test_a_long_command_shows_typing_then_one_progress_message_the_reply_e
     assert (done.kind, done.message_id) == ("edit", first.message_id)
     bot_messages = [s for s in tg.sent if s.chat_id == VIEWER and s.kind == "message"]
     assert [m.message_id for m in bot_messages] == [first.message_id, help_reply.message_id]
+
+
+async def test_a_long_command_without_progress_holds_its_chat_only_until_its_working_message(
+    quick, tg, hold
+):
+    await tg.inject_message(GROUP, VIEWER, "/hold <b>", username="viewer")
+    await tg.inject_message(GROUP, VIEWER, "/help", username="viewer")
+    shown = await until(tg, lambda: [s for s in tg.sent if s.chat_id == GROUP])
+    assert (shown.kind, shown.text) == ("message", "⏳ <code>/hold &lt;b&gt;</code> is running…")
+    helped = await until(tg, lambda: [s for s in tg.sent if "/status" in s.text])
+    assert helped.kind == "message" and not hold.release.is_set()
+    hold.release.set()
+    done = await until(tg, lambda: [s for s in tg.sent if s.text.startswith("held")])
+    assert (done.kind, done.message_id, done.text) == ("edit", shown.message_id, "held &lt;b&gt;")
 
 
 async def test_progress_reported_before_the_threshold_shows_its_latest_text_at_it(quick, tg, hold):
