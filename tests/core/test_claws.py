@@ -135,6 +135,22 @@ async def test_without_a_tunnel_the_gateway_is_reached_at_the_minis_address(
     assert claw.steps == ["reserved", "agent", "tunnel", "ready"]
 
 
+async def test_a_progress_callback_that_fails_does_not_stop_the_provision(
+    db, fleet, start_agent, keyring
+):
+    agent = await start_agent()
+    await add_mini(fleet, agent.url)
+    told: list[str] = []
+
+    async def broken(text: str) -> None:
+        told.append(text)
+        raise RuntimeError("the chat is gone")
+
+    claw = await service(db, keyring).provision("acme", "support", progress=broken)
+    assert claw.status == "active" and claw.steps == ["reserved", "agent", "tunnel", "ready"]
+    assert len(told) == 4 and told[-1].startswith("handshake ok")
+
+
 async def assert_no_orphan(db, claws: Claws, agent: FakeAgent | None, s3, reason: str) -> None:
     """The claw is in error with ``reason``; the agent, the store and the port hold nothing."""
     claw = await claws.get("acme", "support")
