@@ -40,6 +40,13 @@ class Confirmations:
     def __init__(self, tg: TelegramBot) -> None:
         self.tg = tg
         self.pending: dict[str, Pending] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def close(self) -> None:
+        """At stop: no expiry fires into a stopped bot (the questions just stay unanswered)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     async def ask(self, command: Command, inv: Invocation) -> None:
         tg = self.tg
@@ -61,12 +68,13 @@ class Confirmations:
         )
         self.pending[token].message_id = sent.message_id
         await tg.audit(inv, "confirming", 0, "")
-        asyncio.get_running_loop().call_later(
+        self._timers[token] = asyncio.get_running_loop().call_later(
             timeout.total_seconds(), lambda: tg.spawn(self._expire(token), "confirmation expiry")
         )
 
     async def _expire(self, token: str) -> None:
         """A confirmation nobody pressed in time: say so on its message, drop its buttons."""
+        self._timers.pop(token, None)
         pending = self.pending.pop(token, None)
         if pending is None:
             return
@@ -97,6 +105,8 @@ class Confirmations:
             )
             return
         del self.pending[token]
+        if timer := self._timers.pop(token, None):
+            timer.cancel()
         if utcnow() > pending.expires:
             await query.answer("Expired.")
             await tg.send(inv.chat_id, EXPIRED, edit=message_id)

@@ -136,6 +136,7 @@ class TelegramBot:
 
     async def stop(self) -> None:
         await self.stop_polling()
+        self.confirmations.close()
         if self.tasks:  # commands still running: a short grace to answer, then cancelled
             _, late = await asyncio.wait(self.tasks, timeout=STOP_GRACE)
             for task in late:
