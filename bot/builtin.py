@@ -23,6 +23,31 @@ def ago(when: datetime) -> str:
     return f"{max(seconds, 0)}s ago"
 
 
+FIRST_COMMANDS = ("status", "health", "help")
+
+
+async def start_command(ctx: Context) -> Reply:
+    """Who the bot is and who the user is here, with the few commands to try first."""
+    node, role = ctx.node, ctx.inv.role
+    mine = {c.name: c for c in node.registry.for_role(role)}
+    can = (
+        "you read the fleet's state and change it (restarts, jobs, claws…); every change "
+        "asks you to confirm with a button first"
+        if role == "admin"
+        else "you read the fleet's state; changing it is for admins"
+    )
+    lines = [
+        f"👋 I am <b>clawops</b> on <b>{esc(node.name)}</b>: I watch this fleet's machines, "
+        "services, scheduled jobs and claws, alert here when something breaks, and run what "
+        "you ask.",
+        f"You are {'an' if role == 'admin' else 'a'} <b>{role}</b> here: {can}.",
+        "",
+        "Try first:",
+    ]
+    lines += [f"/{name} — {esc(mine[name].help)}" for name in FIRST_COMMANDS if name in mine]
+    return Reply("\n".join(lines))
+
+
 async def help_command(ctx: Context) -> Reply:
     registry = ctx.node.registry
     lines = ["<b>clawops</b>: what I can do here"]
@@ -116,7 +141,7 @@ async def unmute_command(ctx: Context) -> Reply:
 
 
 BUILTIN = [
-    Command("start", "What this bot is and what it can do", help_command),
+    Command("start", "What this bot is and who you are here", start_command),
     Command("help", "The command list", help_command),
     Command("status", "Node, alerts and the last report of every job", status_command),
     Command(

@@ -75,6 +75,8 @@ class Chat:
         self.seen = last  # the newest item of this chat shown
         self.buttons: tuple[int, list[dict[str, Any]]] | None = None
         self.failure: str | None = None  # why following stopped
+        # The newest item is the bot's working message ("⏳ …"): the answer is still coming.
+        self.working = False
         self._changed = asyncio.Condition()
         self._follower: asyncio.Task[None] | None = None
 
@@ -127,6 +129,8 @@ class Chat:
                     if item.get("buttons"):
                         self.buttons = (item["message_id"], [b for r in item["buttons"] for b in r])
                     show(render(item))
+                if answer["items"]:
+                    self.working = str(answer["items"][-1].get("text", "")).startswith("⏳")
                 async with self._changed:
                     self.seen = max([self.seen, *(int(i["seq"]) for i in answer["items"])])
                     self.last = max(self.last, int(answer["last"]))
@@ -255,7 +259,7 @@ async def converse(chat: Chat, console: Console) -> int:
             line = reading.result().strip()
         except (EOFError, KeyboardInterrupt):
             if not console.tty:  # lines from a script: let the last answer finish first
-                while await chat.wait_past(chat.seen, QUIET):
+                while await chat.wait_past(chat.seen, REPLY_WAIT if chat.working else QUIET):
                     pass
             console.show("")
             return 0
@@ -284,7 +288,8 @@ async def ask_once(chat: Chat, text: str) -> int:
         reason = chat.failure or f"no answer in {REPLY_WAIT:.0f} s"
         print(f"clawops chat: {reason}", file=sys.stderr)
         return 1
-    while await chat.wait_past(chat.seen, QUIET):
+    # A working message is not the answer: its edit with the reply is.
+    while await chat.wait_past(chat.seen, REPLY_WAIT if chat.working else QUIET):
         pass
     return 0
 

@@ -90,7 +90,9 @@ async def claw_command(ctx: Context) -> Reply:
     verb, rest = _usage(ctx.inv.args)
     service = _claws(ctx)
     if verb == "new":
-        claw = await service.provision(rest[0], rest[1], created_by=ctx.inv.user_id)
+        claw = await service.provision(
+            rest[0], rest[1], created_by=ctx.inv.user_id, progress=lambda step: _step(ctx, step)
+        )
         return Reply("🟢 Claw ready\n" + _claw_line(claw) + _gateway(claw))
     claw = await _find(ctx, rest[0])
     if verb == "delete":
@@ -102,6 +104,11 @@ async def claw_command(ctx: Context) -> Reply:
         + f"\nsteps done: {esc(steps)}\ncreated {ago(claw.created_at)}, "
         f"changed {ago(claw.updated_at)}"
     )  # fmt: skip
+
+
+async def _step(ctx: Context, step: str) -> None:
+    org, name = ctx.inv.args[1:3]
+    await ctx.progress(f"Claw <b>{esc(org)}/{esc(name)}</b>: {esc(step)}")
 
 
 def _gateway(claw: Claw) -> str:

@@ -279,7 +279,18 @@ async def failover_check(ctx: Context) -> None:
         raise UsageError("this standby has not taken over")
 
 
+NO_FAILOVER = (
+    "<b>Failover</b>: two nodes share one bot; the standby watches the primary, takes Telegram "
+    "over when the primary stops answering and hands it back once it is healthy again.\n"
+    "It is <b>off here</b>: this node runs without a Telegram token and answers on its local "
+    "Bot API (<code>clawops chat</code>), where there is no standby. Set the token "
+    "(telegram.token_env) on a primary and a standby to use it."
+)
+
+
 async def failover_command(ctx: Context) -> Reply:
+    if ctx.node.failover is None and not ctx.inv.args:
+        return Reply(NO_FAILOVER)
     watchdog = _watchdog(ctx)
     if ctx.inv.args:
         await failover_check(ctx)

@@ -78,7 +78,11 @@ def _service_line(report: ServiceReport) -> str:
 
 
 async def health_command(ctx: Context) -> Reply:
-    report = await ctx.node.run_sweep(_machines(ctx))
+    async def on_machine(machine: MachineReport, done: int, total: int) -> None:
+        state = "up" if machine.reachable else "unreachable"
+        await ctx.progress(f"Health: {done}/{total} machines ({esc(machine.name)} {state})")
+
+    report = await ctx.node.run_sweep(_machines(ctx), on_machine)
     lines = [_metrics_line(m) for m in report.machines]
     if report.services:
         lines.append("")

@@ -53,6 +53,7 @@ async def run_check(ctx: Context) -> None:
 
 async def run_command(ctx: Context) -> Reply:
     name = _job_name(ctx)
+    await ctx.progress(f"<b>{esc(name)}</b> started at {utcnow():%H:%M:%S} UTC")
     run, result = await ctx.node.jobs.run(name)
     icon = OUTCOME_ICON.get(result.outcome, "•")
     took = f" in {run.seconds:g} s" if run is not None and run.seconds is not None else ""

@@ -31,7 +31,7 @@ from core.config import LoadedConfig, startup_refusals
 from core.db import DatabaseProbe, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
-from core.health import ServiceReport, SweepReport, sweep
+from core.health import MachineDone, ServiceReport, SweepReport, sweep
 from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram, random_bot_token
@@ -309,12 +309,14 @@ class Node:
         self._started.clear()
         log.info("stopped")
 
-    async def run_sweep(self, machines: list[str] | None = None) -> SweepReport:
+    async def run_sweep(
+        self, machines: list[str] | None = None, on_machine: MachineDone | None = None
+    ) -> SweepReport:
         """A health sweep now; a whole-fleet one is kept for /status and GET /api/status."""
         if machines is not None:
-            return await sweep(self.fleet, machines)
+            return await sweep(self.fleet, machines, on_machine=on_machine)
         async with self._sweeping:
-            return await self._sweep_all()
+            return await self._sweep_all(on_machine)
 
     async def recent_sweep(self, max_age: timedelta) -> SweepReport:
         """The last whole-fleet sweep if younger than ``max_age``, else a new one (callers that
@@ -325,8 +327,8 @@ class Node:
                 return await self._sweep_all()
             return self.last_sweep
 
-    async def _sweep_all(self) -> SweepReport:
-        report = await sweep(self.fleet)
+    async def _sweep_all(self, on_machine: MachineDone | None = None) -> SweepReport:
+        report = await sweep(self.fleet, on_machine=on_machine)
         self.last_sweep, self.last_sweep_at = report, utcnow()
         try:
             if await observe_sweep(self.alerts, report):

@@ -2,33 +2,34 @@
 
 Every update first passes ``_gate`` (handler group -1), which stops anything from a chat or user
 outside the allowlist before any other handler sees it — callback queries included, which
-``filters.Chat`` on command handlers would not cover. Commands then go through ``_run_command``:
+``filters.Chat`` on command handlers would not cover. Commands then go through ``_handle_command``:
 role check, confirmation for mutating commands, the handler, the reply, the audit row.
+
+PTB hands updates over one at a time (no ``concurrent_updates``): each handler here only takes
+the command's turn in its chat (``bot.working``) and starts the work as a task, so a long command
+never delays another command or a button press, and one chat's replies keep its commands' order.
+With PTB's ``concurrent_updates`` (or ``block=False``) a turn would be taken inside a task, past
+awaits in PTB's own dispatch, and the order would rest on scheduling details; here it is taken
+in the handler PTB awaits in update order. Only new messages run commands: an edit is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from telegram import (
     BotCommand,
     BotCommandScopeChat,
     BotCommandScopeDefault,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Update,
 )
 from telegram.constants import ParseMode
 from telegram.error import Conflict, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -41,25 +42,18 @@ from telegram.ext import (
 )
 
 from bot.commands import ROLE_RANK, Command, Context, Invocation, Registry, Reply, Role, UsageError
-from bot.format import MAX_PARTS, esc, plain, split_html
-from core.errors import ClawopsError, DatabaseUnavailable, StorageError
-from core.tables import utcnow
+from bot.confirm import CONFIRM_PREFIX, Confirmations
+from bot.format import esc
+from bot.working import ChatOrder, RateLimiter, Turn, Working, send_reply
+from core.errors import ClawopsError, StorageError
 
 if TYPE_CHECKING:
     from bot.node import Node
 
 log = logging.getLogger("clawops.bot")
-CONFIRM_PREFIX = "cf:"
-
-
-@dataclass
-class Pending:
-    """A mutating command waiting for its admin to press Confirm."""
-
-    command: Command
-    inv: Invocation
-    expires: datetime
-    message_id: int = 0
+# At stop, commands still running get this long to answer before they are cancelled.
+STOP_GRACE = 10.0
+NEW_MESSAGE = filters.UpdateType.MESSAGE  # not an edited one: an edit never runs a command again
 
 
 class TelegramBot:
@@ -78,7 +72,10 @@ class TelegramBot:
         self.admins = set(self.settings.admins) | set(extra_admins)
         self.viewers = set(self.settings.viewers)
         self.allowed_chats = set(self.settings.allowed_chats)
-        self.pending: dict[str, Pending] = {}
+        self.confirmations = Confirmations(self)
+        self.order = ChatOrder()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.progress_after = self.settings.progress_after.total_seconds()
         self.polling = False
         # Called (from the polling loop, not awaited) when Telegram answers 409 Conflict: another
         # process polls with this token. The failover watchdog sets it.
@@ -88,14 +85,16 @@ class TelegramBot:
             .token(token)
             .base_url(base_url)
             .base_file_url(base_url.replace("/bot", "/file/bot", 1))
-            .rate_limiter(AIORateLimiter(max_retries=3))
+            .rate_limiter(RateLimiter(max_retries=3))
             .build()
         )
         self.app.add_handler(TypeHandler(Update, self._gate), group=-1)
         for command in registry.commands.values():
-            self.app.add_handler(CommandHandler(command.name, self._on_command))
+            self.app.add_handler(CommandHandler(command.name, self._on_command, NEW_MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{CONFIRM_PREFIX}"))
-        self.app.add_handler(MessageHandler(filters.COMMAND, self._on_unknown))
+        self.app.add_handler(MessageHandler(filters.COMMAND & NEW_MESSAGE, self._on_unknown))
+        private_text = filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE & NEW_MESSAGE
+        self.app.add_handler(MessageHandler(private_text, self._on_text))
         self.app.add_error_handler(self._on_error)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -137,6 +136,14 @@ class TelegramBot:
 
     async def stop(self) -> None:
         await self.stop_polling()
+        self.confirmations.close()
+        if self.tasks:  # commands still running: a short grace to answer, then cancelled
+            _, late = await asyncio.wait(self.tasks, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("telegram: %d command(s) cancelled at stop", len(late))
+                await asyncio.wait(late)
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
@@ -168,7 +175,7 @@ class TelegramBot:
         if user is not None and chat is not None and self.role_of(user.id, chat.id, chat.type):
             return
         text = update.effective_message.text if update.effective_message else None
-        await self.node.audit.record(
+        record = self.node.audit.record(
             command=(text or "").split(" ", 1)[0][:64] or "(update)",
             outcome="ignored",
             user_id=user.id if user else None,
@@ -176,7 +183,23 @@ class TelegramBot:
             chat_id=chat.id if chat else None,
             detail="chat or user not in the allowlist",
         )
+        self.spawn(record, "audit of an ignored update")  # a slow database holds up nobody
         raise ApplicationHandlerStop
+
+    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run ``work`` beside the update loop; a failure it did not handle is logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except (TelegramError, StorageError) as exc:
+                log.warning("telegram: %s: %s", what, exc)
+            except Exception:  # a bug: logged with its traceback, the bot goes on
+                log.exception("telegram: %s failed", what)
+
+        task = asyncio.create_task(run(), name=what)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -198,23 +221,37 @@ class TelegramBot:
             chat_type=chat.type,
             role=role,
         )
+        turn = self.order.take(chat.id)  # now, in update order; the work waits for it in a task
+        self.spawn(self._handle_command(command, inv, turn), f"/{name}")
+
+    async def _handle_command(self, command: Command, inv: Invocation, turn: Turn) -> None:
+        await turn.wait()
+        try:
+            await self._run_command(command, inv, turn)
+        finally:
+            turn.end()
+
+    async def _run_command(self, command: Command, inv: Invocation, turn: Turn) -> None:
+        name, chat_id, role = inv.command, inv.chat_id, inv.role
         mutating = command.mutates_with(inv.args)
         needed = "admin" if mutating else command.role
         if ROLE_RANK[role] < ROLE_RANK[needed]:
             what = f"/{name} {inv.args_text}".strip()
-            await self._send(chat.id, Reply(f"⛔ {esc(what)} is for admins."))
-            await self._audit(inv, "denied", 0, "needs the admin role")
+            await self.send(chat_id, Reply(f"⛔ {esc(what)} is for admins."))
+            await self.audit(inv, "denied", 0, "needs the admin role")
             return
-        if command.private_only and chat.type != "private":
-            await self._send(chat.id, Reply(f"🔒 /{name} works in a private chat with me only."))
-            await self._audit(inv, "denied", 0, "private chat only")
+        if command.private_only and inv.chat_type != "private":
+            await self.send(chat_id, Reply(f"🔒 /{name} works in a private chat with me only."))
+            await self.audit(inv, "denied", 0, "private chat only")
             return
         if mutating:
             # Bad arguments are refused now: a confirmation is only asked for what can run.
             if command.check is None or await self._check(command, inv):
-                await self._ask_confirmation(command, inv)
+                await self.confirmations.ask(command, inv)
             return
-        await self._execute(command, inv)
+        title = f"⏳ <code>{esc(f'/{name} {inv.args_text}'.strip())}</code> is running…"
+        working = Working(self.app.bot, chat_id, after=self.progress_after, turn=turn, title=title)
+        await self.execute(command, inv, working)
 
     @staticmethod
     def _refusal(command: Command, exc: UsageError | ClawopsError) -> Reply:
@@ -230,147 +267,78 @@ class TelegramBot:
         try:
             await command.check(Context(inv, self.node))
         except (UsageError, ClawopsError) as exc:
-            await self._send(inv.chat_id, self._refusal(command, exc))
-            await self._audit(inv, "error", 0, str(exc))
+            await self.send(inv.chat_id, self._refusal(command, exc))
+            await self.audit(inv, "error", 0, str(exc))
             return False
         except Exception as exc:  # a bug must still answer; the traceback goes to the log
             log.exception("/%s: checking its arguments failed", command.name)
             name = esc(type(exc).__name__)
-            await self._send(
+            await self.send(
                 inv.chat_id, Reply(f"❌ /{command.name} failed: internal error ({name}).")
             )
-            await self._audit(inv, "error", 0, f"{type(exc).__name__}: {exc}")
+            await self.audit(inv, "error", 0, f"{type(exc).__name__}: {exc}")
             return False
         return True
 
-    async def _execute(self, command: Command, inv: Invocation, edit: int | None = None) -> None:
+    async def execute(self, command: Command, inv: Invocation, working: Working) -> None:
         started = time.perf_counter()
-        outcome, detail, unavailable = "ok", "", False
+        outcome, detail = "ok", ""
         try:
-            reply = await command.handler(Context(inv, self.node))
+            async with working:
+                reply = await command.handler(Context(inv, self.node, working.progress))
         except (UsageError, ClawopsError) as exc:
             outcome, detail = "error", str(exc)
-            unavailable = isinstance(exc, DatabaseUnavailable)
             reply = self._refusal(command, exc)
         except Exception as exc:  # a bug must still answer; the traceback goes to the log
             log.exception("/%s failed", command.name)
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"
             reply = Reply(f"❌ /{command.name} failed: internal error ({esc(type(exc).__name__)}).")
         duration = int((time.perf_counter() - started) * 1000)
-        await self._send(inv.chat_id, reply, edit=edit)
-        if unavailable:
-            # Updates are handled one at a time: waiting out another database timeout for the
-            # audit row would only hold up the next command.
-            log.warning("audit of /%s not recorded: %s", inv.command, detail)
-            return
-        await self._audit(inv, outcome, duration, detail)
-
-    async def _ask_confirmation(self, command: Command, inv: Invocation) -> None:
-        what = await command.describe(Context(inv, self.node)) if command.describe else ""
-        token = secrets.token_urlsafe(9)
-        timeout: timedelta = self.settings.confirm_timeout
-        self.pending[token] = Pending(command, inv, utcnow() + timeout)
-        keyboard = InlineKeyboardMarkup(
-            [[
-                InlineKeyboardButton("✅ Confirm", callback_data=f"{CONFIRM_PREFIX}{token}:yes"),
-                InlineKeyboardButton("✖️ Cancel", callback_data=f"{CONFIRM_PREFIX}{token}:no"),
-            ]]
-        )  # fmt: skip
-        text = (
-            f"Run <code>/{command.name} {esc(inv.args_text)}</code>?\n"
-            + (f"{what}\n" if what else "")
-            + f"Only {esc(inv.username or inv.user_id)} can confirm, within "
-            f"{int(timeout.total_seconds())} s."
-        )
-        sent = await self.app.bot.send_message(
-            inv.chat_id, text, parse_mode=ParseMode.HTML, reply_markup=keyboard
-        )
-        self.pending[token].message_id = sent.message_id
-        await self._audit(inv, "confirming", 0, "")
-        asyncio.get_running_loop().call_later(
-            timeout.total_seconds(), lambda: self.app.create_task(self._expire(token))
-        )
-
-    async def _expire(self, token: str) -> None:
-        """A confirmation nobody pressed in time: say so on its message, drop its buttons."""
-        pending = self.pending.pop(token, None)
-        if pending is None:
-            return
-        await self._send(
-            pending.inv.chat_id, Reply("⌛ Expired; nothing was run."), edit=pending.message_id
-        )
-        await self._audit(pending.inv, "expired", 0, "")
+        await working.finish(reply)
+        # The reply is out and the chat's next command has started: the audit row holds up
+        # nobody, even when the database makes it wait out its timeout (then it is logged).
+        await self.audit(inv, outcome, duration, detail)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        if query is None or user is None or query.data is None:
-            return
-        token, _, answer = query.data.removeprefix(CONFIRM_PREFIX).partition(":")
-        pending = self.pending.get(token)
-        message_id = query.message.message_id if query.message else None
-        if pending is None:
-            await query.answer("This confirmation is no longer valid.")
-            return
-        if user.id != pending.inv.user_id:
-            await query.answer("Only the admin who asked can confirm this.", show_alert=True)
-            await self.node.audit.record(
-                command=pending.command.name,
-                outcome="denied",
-                user_id=user.id,
-                username=user.username,
-                chat_id=pending.inv.chat_id,
-                args=pending.inv.args_text,
-                detail="pressed another admin's confirmation",
-            )
-            return
-        del self.pending[token]
-        if utcnow() > pending.expires:
-            await query.answer("Expired.")
-            await self._send(pending.inv.chat_id, Reply("⌛ Expired; nothing was run."),
-                             edit=message_id)  # fmt: skip
-            await self._audit(pending.inv, "expired", 0, "")
-            return
-        if answer != "yes":
-            await query.answer("Cancelled.")
-            await self._send(pending.inv.chat_id, Reply("Cancelled; nothing was run."),
-                             edit=message_id)  # fmt: skip
-            await self._audit(pending.inv, "cancelled", 0, "")
-            return
-        await query.answer("Running…")
-        await self._execute(pending.command, pending.inv, edit=message_id)
+        # No turn: the press acts on a message already in the chat.
+        self.spawn(self.confirmations.press(update), "button press")
 
     async def _on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None or message.text is None:
             return
         name = message.text.split()[0][1:].split("@", 1)[0]
-        await self._send(
-            message.chat_id, Reply(f"Unknown command /{esc(name)}. /help lists what I can do.")
-        )
+        self._answer(message.chat_id, f"Unknown command /{esc(name)}. /help lists what I can do.")
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Plain text in a private chat gets a hint rather than silence (a group's is not for
+        the bot, which stays silent there)."""
+        if update.effective_chat is not None:
+            hint = "I answer commands, not text: /help lists what you can run here."
+            self._answer(update.effective_chat.id, hint)
+
+    def _answer(self, chat_id: int, html: str) -> None:
+        """A short answer, in its turn in the chat."""
+        turn = self.order.take(chat_id)
+
+        async def answer() -> None:
+            await turn.wait()
+            try:
+                await self.send(chat_id, Reply(html))
+            finally:
+                turn.end()
+
+        self.spawn(answer(), "answer")
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.warning("telegram: %s", context.error, exc_info=context.error)
 
     # -- output ------------------------------------------------------------------------------
 
-    async def _send(self, chat_id: int, reply: Reply, edit: int | None = None) -> None:
-        """Send (or edit into) a reply: split past 4096 chars, a document past a few parts."""
-        parts = split_html(reply.text)
-        document = reply.document
-        if len(parts) > MAX_PARTS and document is None:
-            document = ("reply.txt", plain(reply.text).encode())
-            parts = [f"{parts[0].splitlines()[0]}\n(full text attached)"]
-        for i, part in enumerate(parts):
-            if i == 0 and edit is not None:
-                await self.app.bot.edit_message_text(
-                    part, chat_id=chat_id, message_id=edit, parse_mode=ParseMode.HTML
-                )
-            else:
-                await self.app.bot.send_message(chat_id, part, parse_mode=ParseMode.HTML)
-        if document is not None:
-            await self.app.bot.send_document(chat_id, document[1], filename=document[0])
+    async def send(self, chat_id: int, reply: Reply, edit: int | None = None) -> None:
+        await send_reply(self.app.bot, chat_id, reply, edit)
 
-    async def _audit(self, inv: Invocation, outcome: Any, duration_ms: int, detail: str) -> None:
+    async def audit(self, inv: Invocation, outcome: Any, duration_ms: int, detail: str) -> None:
         """Record the audit row; a database that fails it is logged, the reply is already out."""
         try:
             await self._record_audit(inv, outcome, duration_ms, detail)

@@ -37,7 +37,7 @@ from core.db import Database
 from core.errors import ClawopsError, InputError, RemoteError
 from core.minis import Mini, agent_client, mini_from_row
 from core.orgs import org_exists
-from core.provision import reserve, token_context, transition
+from core.provision import Progress, Stopwatch, reserve, token_context, transition
 from core.tables import claws, mac_minis, utcnow
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -170,13 +170,18 @@ class Claws:
             raise InputError(f"claw {org}/{slug} exists ({existing[0].status})")
         return keyring
 
-    async def provision(self, org: str, slug: str, created_by: int | None = None) -> Claw:
-        """Place, start and wait for a claw; on failure undo everything and raise RemoteError."""
+    async def provision(
+        self, org: str, slug: str, created_by: int | None = None, progress: Progress | None = None
+    ) -> Claw:
+        """Place, start and wait for a claw; on failure undo everything and raise RemoteError.
+        ``progress`` is told each step ("reserved mini-1:18801 · 0 s")."""
+        say = Stopwatch(progress)
         keyring = await self.check_new(org, slug)
         token = secrets.token_urlsafe(32)
         sealed = keyring.seal(token, token_context(org, slug))
         placed = await reserve(self.db, org, slug, created_by, sealed)
         claw_id, mini, port = placed.claw_id, placed.mini, placed.port
+        await say(f"reserved {mini.hostname}:{port}")
         steps: _Strings = ["reserved"]
         step = "agent"
         bucket = check_bucket_name(f"{self.bucket_prefix}{claw_id}") if self.buckets else None
@@ -185,6 +190,7 @@ class Claws:
                 mini, keyring, timeout=self.agent_timeout, retries=self.agent_retries
             ) as client:
                 await self._record(claw_id, steps := [*steps, "agent"])
+                await say("gateway starting")
                 try:
                     await client.create(f"claw-{claw_id}", port, token, bucket)
                 except NotReached:
@@ -198,11 +204,14 @@ class Claws:
                     except ClawopsError:
                         steps.remove("bucket")  # not created (maybe not ours): never delete
                         raise
+                    await say(f"bucket {bucket} created")
                 step = "tunnel"
                 tunnel = f"claw-{claw_id}-{mini.tunnel_suffix}" if mini.tunnel_suffix else None
                 await self._record(claw_id, steps := [*steps, "tunnel"], tunnel_hostname=tunnel)
                 step = "ready"
+                await say("waiting for the gateway's handshake")
                 await self._wait_ready(client, f"claw-{claw_id}")
+                await say("handshake ok")
             if not await transition(
                 self.db, claw_id, "provisioning", status="active", steps=[*steps, "ready"]
             ):

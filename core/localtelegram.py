@@ -8,10 +8,11 @@ Like Telegram it allows one getUpdates consumer per token: a second poller termi
 one with 409 Conflict, and the server counts those. It checks what Telegram checks that matters
 here: text length (4096) and, for ``parse_mode=HTML``, that the markup parses.
 
-A control API under ``/control/`` (and the same methods in Python) injects user messages and
-button presses, reads what the bot sent (with long polling), and makes the next N calls of a
-method fail (a 429 with retry_after, a 502) to test retries. Limits: one bot user per server, no
-webhooks, no media but documents, files are kept in memory.
+A control API under ``/control/`` (and the same methods in Python) injects user messages, edits
+of them and button presses, reads what the bot sent (with long polling; chat actions such as
+"typing" are recorded too, as kind "action", and returned only when asked for), and makes the
+next N calls of a method fail (a 429 with retry_after, a 502) to test retries. Limits: one bot
+user per server, no webhooks, no media but documents, files are kept in memory.
 
 Who may talk to it (bind it to loopback only; any web page the operator opens can still send
 requests to loopback, so the server checks):
@@ -128,7 +129,7 @@ class Sent:
     """One thing the bot did that a user would see: a message, an edit, a document, an answer."""
 
     seq: int
-    kind: str  # message | edit | document | answer
+    kind: str  # message | edit | document | answer | action (text: the action, e.g. "typing")
     chat_id: int
     message_id: int | None
     text: str
@@ -260,6 +261,21 @@ class LocalTelegram:
         update_id = await self._push({"message": message})
         return {"update_id": update_id, "message_id": message["message_id"]}
 
+    async def inject_edit(self, chat_id: int, message_id: int, text: str) -> dict[str, int]:
+        """The user edits their message ``message_id``: an ``edited_message`` update."""
+        message = self.messages.get((chat_id, message_id))
+        if message is None or message["from"].get("is_bot"):
+            raise ApiError(400, "Bad Request: message can't be edited")
+        message = {**message, "text": text, "edit_date": int(time.time())}
+        message.pop("entities", None)
+        if text.startswith("/"):
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
+            ]
+        self.messages[(chat_id, message_id)] = message
+        update_id = await self._push({"edited_message": message})
+        return {"update_id": update_id, "message_id": message_id}
+
     async def press(self, chat_id: int, user_id: int, message_id: int, data: str, *,
                     username: str | None = None) -> dict[str, Any]:  # fmt: skip
         message = self.messages.get((chat_id, message_id))
@@ -281,12 +297,25 @@ class LocalTelegram:
             ApiError(code, text, retry_after) for _ in range(count)
         )
 
-    async def wait_sent(self, after: int = 0, timeout: float = 5.0,
-                        chat_id: int | None = None) -> list[Sent]:  # fmt: skip
-        """What the bot did after ``after`` (a seq), waiting up to ``timeout`` for something."""
+    async def wait_sent(
+        self,
+        after: int = 0,
+        timeout: float = 5.0,
+        chat_id: int | None = None,
+        *,
+        actions: bool = False,
+    ) -> list[Sent]:
+        """What the bot did after ``after`` (a seq), waiting up to ``timeout`` for something
+        (chat actions only with ``actions``: they come and go while a command runs)."""
 
         def found() -> list[Sent]:
-            return [s for s in self.sent if s.seq > after and chat_id in (None, s.chat_id)]
+            return [
+                s
+                for s in self.sent
+                if s.seq > after
+                and chat_id in (None, s.chat_id)
+                and (actions or s.kind != "action")
+            ]
 
         async with self._changed:
             try:
@@ -412,7 +441,15 @@ class LocalTelegram:
     async def _m_deleteWebhook(self, token: str, params: dict[str, Any]) -> Any:
         return True
 
-    _m_close = _m_logOut = _m_sendChatAction = _m_deleteWebhook
+    _m_close = _m_logOut = _m_deleteWebhook
+
+    async def _m_sendChatAction(self, token: str, params: dict[str, Any]) -> Any:
+        chat_id = self._chat_id(params)
+        action = str(params.get("action") or "")
+        if not action:
+            raise ApiError(400, "Bad Request: wrong parameter action in request")
+        await self._record(Sent(len(self.sent) + 1, "action", chat_id, None, action))
+        return True
 
     async def _m_getUpdates(self, token: str, params: dict[str, Any]) -> Any:
         offset = int(params.get("offset") or 0)
@@ -556,7 +593,8 @@ class LocalTelegram:
         after = int(request.query.get("after", "0"))
         timeout = min(float(request.query.get("timeout", "0")), 60.0)
         chat = request.query.get("chat_id")
-        items = await self.wait_sent(after, timeout, int(chat) if chat else None)
+        actions = request.query.get("actions", "") in ("1", "true")
+        items = await self.wait_sent(after, timeout, int(chat) if chat else None, actions=actions)
         last = max([after, *(s.seq for s in self.sent)])
         return web.json_response({"items": [s.as_json() for s in items], "last": last})
 

@@ -15,12 +15,16 @@
    UNIQUE(mini_id, mini_port) and UNIQUE(org, slug) back this up; an IntegrityError is retried.
 
 Every later state change is a conditional update (``WHERE status = old``): when two nodes race
-for one claw, exactly one of them sees ``rowcount == 1`` and acts.
+for one claw, exactly one of them sees ``rowcount == 1`` and acts. ``Stopwatch`` tells a caller's
+progress callback how far a provision has come.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +38,25 @@ from core.errors import InputError, StorageError
 from core.minis import Mini, mini_from_row, with_usage
 from core.tables import claws, mac_minis, utcnow
 
+log = logging.getLogger("clawops.claws")
 MAX_ATTEMPTS = 100
+Progress = Callable[[str], Awaitable[None]]
+
+
+class Stopwatch:
+    """Tells ``progress`` (if any) each step of a provision with the seconds since it began. A
+    progress that fails is logged: it never stops a provision half-way."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.started = progress, time.monotonic()
+
+    async def __call__(self, step: str) -> None:
+        if self.progress is None:
+            return
+        try:
+            await self.progress(f"{step} · {time.monotonic() - self.started:.0f} s")
+        except Exception:
+            log.exception("provision: reporting %r failed", step)
 
 
 class NoCapacity(InputError):

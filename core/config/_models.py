@@ -70,6 +70,9 @@ class TelegramConfig(_Model):
     alert_chat: int | None = None
     confirm_timeout: Duration = timedelta(seconds=60)
     warning_repeats: Annotated[int, Field(ge=1)] = 3
+    # A command running longer shows "typing…" and a working message with its progress, which
+    # its reply replaces (bot.working).
+    progress_after: Duration = timedelta(seconds=2)
     # With no token, the bot is served by the built-in local Bot API on 127.0.0.1:local_api_port
     # (what `clawops chat` talks to).
     local_api_port: Port = 9011

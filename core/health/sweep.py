@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,6 +71,11 @@ class ServiceReport:
         return self.status is None or self.status.state in ("running", "unknown")
 
 
+# Told each machine's report as it is done, with how many are done of how many (a caller shows
+# "3/5 machines"); its errors are the caller's.
+MachineDone = Callable[["MachineReport", int, int], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class SweepReport:
     machines: list[MachineReport]
@@ -84,9 +89,10 @@ class SweepReport:
 
 async def sweep(
     fleet: Fleet, machines: list[str] | None = None, *, concurrency: int = 64,
-    per_machine: int = 6, with_status: bool = True,
+    per_machine: int = 6, with_status: bool = True, on_machine: MachineDone | None = None,
 ) -> SweepReport:  # fmt: skip
     started = time.monotonic()
+    done = 0
     limit = asyncio.Semaphore(concurrency)
     chosen = [fleet.machine(name) for name in machines] if machines else fleet.machines
     async with httpx.AsyncClient(follow_redirects=False) as client:
@@ -112,7 +118,15 @@ async def sweep(
             checked = await asyncio.gather(*(one_service(s) for s in services))
             return report, list(checked)
 
-        results = await asyncio.gather(*(one_machine(m) for m in chosen))
+        async def reported(machine: MachineConfig) -> tuple[MachineReport, list[ServiceReport]]:
+            nonlocal done
+            result = await one_machine(machine)
+            done += 1
+            if on_machine is not None:
+                await on_machine(result[0], done, len(chosen))
+            return result
+
+        results = await asyncio.gather(*(reported(m) for m in chosen))
     return SweepReport(
         machines=[r for r, _ in results],
         services=[s for _, services in results for s in services],

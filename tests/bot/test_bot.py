@@ -66,10 +66,26 @@ async def node(tmp_path, monkeypatch, tg) -> AsyncIterator[Node]:
     await running.stop()
 
 
+def working(item: Sent) -> bool:
+    """A progress message or edit ("⏳ …"), which the reply replaces."""
+    return item.text.startswith("⏳")
+
+
 async def say(tg: LocalTelegram, chat: int, user: int, text: str, wait: float = 5.0) -> list[Sent]:
-    after = tg.sent[-1].seq if tg.sent else 0
+    """Send ``text`` and return the bot's answer in ``chat``: past any progress message, the
+    reply (which then is the edit of that message)."""
+    last = tg.sent[-1].seq if tg.sent else 0
     await tg.inject_message(chat, user, text, username=f"user{user}")
-    return await tg.wait_sent(after, wait, chat_id=chat)
+    deadline = asyncio.get_running_loop().time() + wait
+    answer: list[Sent] = []
+    while not answer:
+        left = deadline - asyncio.get_running_loop().time()
+        items = await tg.wait_sent(last, max(left, 0.0), chat_id=chat)
+        if not items:
+            break
+        last = items[-1].seq
+        answer = [i for i in items if not working(i)]
+    return answer
 
 
 async def audit_outcomes(node: Node, count: int) -> list[tuple[str, str]]:

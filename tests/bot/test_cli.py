@@ -265,3 +265,16 @@ async def test_a_refused_bot_token_is_named_but_never_printed_even_at_debug_leve
     assert "Telegram refused the bot token (check TEST_REFUSED_TOKEN" in output
     assert "DEBUG" in output  # the debug log really was on
     assert token not in output and "only-the-config-knows-me" not in output
+
+
+def test_clawops_chat_sends_a_superscript_digit_as_text_not_as_a_button(node: Node):
+    session = subprocess.run(
+        [*CLAWOPS, "chat", "--config", str(node.config)],
+        input="³\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert session.returncode == 0, session.stderr
+    assert "I answer commands, not text" in session.stdout
+    assert "invalid literal" not in session.stdout and "no such button" not in session.stdout

@@ -61,3 +61,42 @@ async def test_a_viewer_cannot_run_a_job(node, tg):
     reply = only(await say(tg, GROUP, VIEWER, "/run git-sync"))
     assert "for admins" in reply
     assert await node.runs.recent() == []
+
+
+async def test_a_long_run_shows_it_started_then_its_outcome_on_the_confirmation(
+    tmp_path, monkeypatch, tg
+):
+    go = tmp_path / "go"
+    wait = (
+        "import os, sys, time\n"
+        "for _ in range(400):\n"
+        "    if os.path.exists(sys.argv[1]):\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "print('waited')"
+    )
+    argv = [sys.executable, "-c", wait, str(go)]
+    job = {"name": "wait", "machine": "here", "every": "1h", "argv": argv}
+    node = await start_test_node(
+        tmp_path, monkeypatch, tg, telegram={"progress_after": "100ms"}, jobs={"commands": [job]}
+    )
+    try:
+        (ask,) = await say(tg, ADMIN, ADMIN, "/run wait")
+        await tg.press(ADMIN, ADMIN, ask.message_id or 0, ask.buttons[0][0]["callback_data"])
+
+        def edits() -> list[str]:
+            return [s.text for s in tg.sent if s.kind == "edit" and s.message_id == ask.message_id]
+
+        while len(edits()) < 2:  # "Running", then (after the edit interval) "started"
+            assert await tg.wait_sent(tg.sent[-1].seq, 5.0, actions=True), edits()
+        running, started = edits()
+        assert running == "⏳ Running <code>/run wait</code>…"
+        assert started.startswith("⏳ <b>wait</b> started at ") and started.endswith(" UTC")
+        assert any(s.kind == "action" and s.chat_id == ADMIN for s in tg.sent)
+        go.touch()
+        while len(edits()) < 3:
+            assert await tg.wait_sent(tg.sent[-1].seq, 10.0), edits()
+        assert edits()[2].startswith("✅ <b>wait</b> ok in ") and "waited" in edits()[2]
+        assert [s.kind for s in tg.sent if s.kind in ("message", "document")] == ["message"]
+    finally:
+        await node.stop()

@@ -13,6 +13,7 @@ from core.db import Database
 from core.localtelegram import LocalTelegram, Sent
 from tests.auxil.botnode import ADMIN, GROUP, start_test_node
 from tests.auxil.tcpproxy import TcpProxy, through
+from tests.bot.test_bot import say as say_in
 
 WITHIN = 1.0 + 3  # the configured timeout plus a margin for a loaded 2-core machine
 
@@ -39,9 +40,7 @@ async def node(tmp_path, monkeypatch, tg, pg_url, proxy) -> AsyncIterator[Node]:
 
 
 async def say(tg: LocalTelegram, text: str, wait: float) -> list[Sent]:
-    after = tg.sent[-1].seq if tg.sent else 0
-    await tg.inject_message(GROUP, ADMIN, text, username="admin")
-    return await tg.wait_sent(after, wait, chat_id=GROUP)
+    return await say_in(tg, GROUP, ADMIN, text, wait)
 
 
 async def test_the_bot_answers_database_unavailable_while_the_database_is_silent(node, tg, proxy):

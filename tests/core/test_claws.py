@@ -83,8 +83,22 @@ async def test_a_claw_is_provisioned_to_active_with_mini_port_tunnel_and_bucket(
     agent = await start_agent()
     await add_mini(fleet, agent.url, tunnel_suffix="m1.claws.example.com")
     claws = service(db, keyring, s3)
-    claw = await claws.provision("acme", "support", created_by=7)
+    steps: list[str] = []
+
+    async def progress(text: str) -> None:
+        steps.append(text)
+
+    claw = await claws.provision("acme", "support", created_by=7, progress=progress)
     assert (claw.status, claw.mini, claw.mini_port, claw.error) == ("active", "mini-1", 3001, "")
+    bucket = f"{claws.bucket_prefix}{claw.id}"
+    assert [step.rsplit(" · ", 1)[0] for step in steps] == [
+        "reserved mini-1:3001",
+        "gateway starting",
+        f"bucket {bucket} created",
+        "waiting for the gateway's handshake",
+        "handshake ok",
+    ]
+    assert all(step.endswith(" s") and step.rsplit(" · ", 1)[1][:-2].isdigit() for step in steps)
     assert claw.tunnel_hostname == f"claw-{claw.id}-m1.claws.example.com"
     assert claw.gateway_url == f"wss://claw-{claw.id}-m1.claws.example.com"
     assert claw.steps == ["reserved", "agent", "bucket", "tunnel", "ready"]
@@ -119,6 +133,22 @@ async def test_without_a_tunnel_the_gateway_is_reached_at_the_minis_address(
     assert claw.tunnel_hostname is None and claw.bucket is None
     assert claw.gateway_url == "ws://127.0.0.1:3001"
     assert claw.steps == ["reserved", "agent", "tunnel", "ready"]
+
+
+async def test_a_progress_callback_that_fails_does_not_stop_the_provision(
+    db, fleet, start_agent, keyring
+):
+    agent = await start_agent()
+    await add_mini(fleet, agent.url)
+    told: list[str] = []
+
+    async def broken(text: str) -> None:
+        told.append(text)
+        raise RuntimeError("the chat is gone")
+
+    claw = await service(db, keyring).provision("acme", "support", progress=broken)
+    assert claw.status == "active" and claw.steps == ["reserved", "agent", "tunnel", "ready"]
+    assert len(told) == 4 and told[-1].startswith("handshake ok")
 
 
 async def assert_no_orphan(db, claws: Claws, agent: FakeAgent | None, s3, reason: str) -> None:

@@ -13,7 +13,7 @@ from aiohttp import web
 from core.config import parse_config
 from core.executors import LocalExecutor
 from core.fleet import Fleet
-from core.health import metrics_command, parse_metrics, sweep
+from core.health import MachineReport, metrics_command, parse_metrics, sweep
 from tests.auxil.net import free_port
 from tests.auxil.sshd import start_sshd
 
@@ -175,8 +175,13 @@ async def test_a_host_that_accepts_but_never_speaks_is_unreachable_within_its_ti
     })  # fmt: skip
     fleet = Fleet(config)
     started = time.monotonic()
+    told: list[tuple[str, int, int]] = []
+
+    async def on_machine(machine: MachineReport, done: int, total: int) -> None:
+        told.append((machine.name, done, total))
+
     try:
-        report = await sweep(fleet, with_status=False)
+        report = await sweep(fleet, with_status=False, on_machine=on_machine)
     finally:
         elapsed = time.monotonic() - started
         await fleet.close()
@@ -188,6 +193,9 @@ async def test_a_host_that_accepts_but_never_speaks_is_unreachable_within_its_ti
     services = {s.service: s for s in report.services}
     assert services["game"].skipped and "wedged unreachable" in services["game"].error
     assert services["gateway"].check is not None and services["gateway"].check.ok
+    # Each machine was told as it was done; the wedged one last, at its timeout.
+    assert [(done, total) for _, done, total in told] == [(1, 3), (2, 3), (3, 3)]
+    assert {name for name, _, _ in told[:2]} == {"here", "mini"} and told[2][0] == "wedged"
     # Bounded by the wedged host's 1 s timeout, not by the other machines or a TCP default.
     assert elapsed < 1 + 3, elapsed
     # The half-open connection was closed at the timeout, not left holding a socket.
