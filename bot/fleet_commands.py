@@ -179,7 +179,9 @@ async def restart_command(ctx: Context) -> Reply:
     node = ctx.node
     service = _restart_target(ctx)
     settle = node.config.settle_for(service)
-    verdict = await restart_verified(node.fleet, service, settle, progress=ctx.progress)
+    verdict = await restart_verified(
+        node.fleet, service, settle, progress=lambda text: ctx.progress(esc(text))
+    )
     where = f"{esc(service.name)}@{esc(service.machine)}"
     if verdict.healthy:
         lines = [f"🟢 {where} restarted, healthy"]
