@@ -31,8 +31,13 @@ async def start_fleet_node(
 ) -> Node:  # fmt: skip
     """The fleet "here" (this machine), "mini" (over the sshd fixture) and "msi" (unreachable);
     ``here`` adds keys to this machine, ``sections`` other config sections."""
-    aphos = {"project": "aphos", "machine": "here", "range": "2567-2599",
-             "default_port": 2567, "processes": ["node"]}  # fmt: skip
+    aphos = {
+        "project": "aphos",
+        "machine": "here",
+        "range": "2567-2599",
+        "default_port": 2567,
+        "processes": ["node"],
+    }
     return await start_test_node(
         tmp_path, monkeypatch, tg, telegram={"alert_chat": ALERTS},
         machines=[

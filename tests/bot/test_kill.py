@@ -30,9 +30,14 @@ async def guarded(tmp_path, monkeypatch, tg, sshd) -> AsyncIterator[tuple[Node, 
     """A fleet node with one globally protected port and one protected on "here"."""
     everywhere, here_only = free_port(), free_port()
     node = await start_fleet_node(
-        tmp_path, monkeypatch, tg, sshd, [], here={"protected_ports": [here_only]},
+        tmp_path,
+        monkeypatch,
+        tg,
+        sshd,
+        [],
+        here={"protected_ports": [here_only]},
         protected_ports=[everywhere],
-    )  # fmt: skip
+    )
     yield node, everywhere, here_only
     await node.stop()
 
@@ -101,9 +106,12 @@ async def test_kill_of_a_mini_agents_port_is_refused(guarded, tg, listening):
     port = free_port()
     listening.append(await start_listener(port))
     await Minis(node.db).add(
-        "mini1", f"http://127.0.0.1:{port}", ports="3001-3100", capacity=1,
+        "mini1",
+        f"http://127.0.0.1:{port}",
+        ports="3001-3100",
+        capacity=1,
         agent_token_env="MINI1_AGENT_TOKEN",
-    )  # fmt: skip
+    )
     reply = await refused(tg, f"/kill {port}")
     assert f"here:{port} is the clawops agent of Mini mini1; refusing" in reply
     assert listening[0].returncode is None and await still_listens(port)
@@ -206,19 +214,37 @@ async def test_a_pm2_service_on_its_reserved_port_is_owned_and_named_in_the_conf
 ):
     port, stray = free_port(), free_port()
     started = await LocalExecutor(HERE).run(
-        ["pm2", "start", "python3", "--name", "web", "--interpreter", "none", "--",
-         "-m", "http.server", str(port), "--bind", "127.0.0.1"], timeout=60,
-    )  # fmt: skip
+        [
+            "pm2",
+            "start",
+            "python3",
+            "--name",
+            "web",
+            "--interpreter",
+            "none",
+            "--",
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+        ],
+        timeout=60,
+    )
     assert started.ok, started.stderr
     pid = await wait_listening(port)
     listening.append(await start_listener(stray))
     low, high = min(port, stray), max(port, stray)
     node = await start_fleet_node(
-        tmp_path, monkeypatch, tg, sshd,
+        tmp_path,
+        monkeypatch,
+        tg,
+        sshd,
         [{"name": "web", "machine": "here", "manager": "pm2", "port": port}],
-        port_ranges=[{"project": "web", "machine": "here", "range": f"{low}-{high}",
-                      "processes": ["node"]}],
-    )  # fmt: skip
+        port_ranges=[
+            {"project": "web", "machine": "here", "range": f"{low}-{high}", "processes": ["node"]}
+        ],
+    )
     try:
         listing = only(await say(tg, GROUP, VIEWER, "/ports here", wait=10.0))
         assert f"⚠️ :{port} " not in listing

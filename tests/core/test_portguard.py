@@ -16,17 +16,28 @@ from core.portguard import kill_guard
 from core.ports import Listener
 from core.processes import command_lines, descendants, parse_lines, parse_tree, process_tree
 
-CONFIG = parse_config({
-    "protected_ports": [5432],
-    "sidecar": {"port": 9010},
-    "machines": [
-        {"name": "here", "os": "linux", "address": "127.0.0.1", "local": True,
-         "protected_ports": [6379]},
-        {"name": "mini", "os": "macos", "address": "10.0.0.7",
-         "ssh": {"host": "mini.local", "port": 2222}},
-        {"name": "msi", "os": "windows", "address": "10.0.0.9", "ssh": {"host": "10.0.0.9"}},
-    ],
-})  # fmt: skip
+CONFIG = parse_config(
+    {
+        "protected_ports": [5432],
+        "sidecar": {"port": 9010},
+        "machines": [
+            {
+                "name": "here",
+                "os": "linux",
+                "address": "127.0.0.1",
+                "local": True,
+                "protected_ports": [6379],
+            },
+            {
+                "name": "mini",
+                "os": "macos",
+                "address": "10.0.0.7",
+                "ssh": {"host": "mini.local", "port": 2222},
+            },
+            {"name": "msi", "os": "windows", "address": "10.0.0.9", "ssh": {"host": "10.0.0.9"}},
+        ],
+    }
+)
 NODE = {9010: "this node's sidecar", 9011: "this node's local Bot API"}
 
 
@@ -118,8 +129,13 @@ async def test_a_child_is_a_descendant_of_its_parent_in_the_live_tree():
 def test_a_nested_root_keeps_its_subtree_and_a_cycle_ends():
     tree = {10: 1, 11: 10, 12: 11, 13: 12, 20: 21, 21: 20}
     assert descendants(tree, {10: "a", 12: "b", 20: "c"}) == {
-        10: "a", 11: "a", 12: "b", 13: "b", 20: "c", 21: "c",
-    }  # fmt: skip
+        10: "a",
+        11: "a",
+        12: "b",
+        13: "b",
+        20: "c",
+        21: "c",
+    }
 
 
 def test_windows_process_lists_come_from_win32_process_json():

@@ -123,10 +123,13 @@ def test_a_service_owns_the_processes_below_its_pid_whatever_their_name():
     messages = {(c.port, c.message) for c in conflicts(CONFIG, "here", found, owners)}
     assert messages == {
         (3006, "port of ez-crm (3000-3099) held by python3 (pid 31)"),
-        (11434, "held by several processes: ollama (pid 32), ollama_llama_server (pid 20, "
-                "service ollama)"),
+        (
+            11434,
+            "held by several processes: ollama (pid 32), ollama_llama_server (pid 20, "
+            "service ollama)",
+        ),
         (11434, "port of ollama, held by ollama (pid 32)"),
-    }  # fmt: skip
+    }
 
 
 def test_a_name_cut_short_by_lsof_or_ss_still_matches_but_a_fragment_does_not():
@@ -179,12 +182,20 @@ async def wait_listening(port: int, wait: float = 10.0) -> list[Listener]:
 
 
 def owned_config(service: dict[str, object], low: int, high: int) -> Config:
-    return parse_config({
-        "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
-        "services": [service],
-        "port_ranges": [{"project": "aphos", "machine": "here", "range": f"{low}-{high}",
-                         "processes": ["node"]}],
-    })  # fmt: skip
+    return parse_config(
+        {
+            "machines": [{"name": "here", "os": "linux", "address": "127.0.0.1", "local": True}],
+            "services": [service],
+            "port_ranges": [
+                {
+                    "project": "aphos",
+                    "machine": "here",
+                    "range": f"{low}-{high}",
+                    "processes": ["node"],
+                }
+            ],
+        }
+    )
 
 
 async def test_a_plain_process_service_owns_the_listener_its_child_opened(tmp_path, listener):
@@ -202,8 +213,9 @@ async def test_a_plain_process_service_owns_the_listener_its_child_opened(tmp_pa
         assert parent.stdout is not None and await parent.stdout.readline() == b"up\n"
         config = owned_config(
             {"name": "api", "machine": "here", "manager": "process", "unit": name, "port": port},
-            min(port, stray_port), max(port, stray_port),
-        )  # fmt: skip
+            min(port, stray_port),
+            max(port, stray_port),
+        )
         owners = await service_owners(config, HERE, LocalExecutor(HERE))
         (child,) = await wait_listening(port)
         assert child.pid != parent.pid and child.process.startswith("python")
@@ -226,15 +238,30 @@ async def test_a_pm2_python_service_on_its_own_port_is_no_conflict_a_stray_in_ra
     stray_port, stray = listener
     port = free_port()
     started = await LocalExecutor(HERE).run(
-        ["pm2", "start", "python3", "--name", "web", "--interpreter", "none", "--",
-         "-m", "http.server", str(port), "--bind", "127.0.0.1"], timeout=60,
-    )  # fmt: skip
+        [
+            "pm2",
+            "start",
+            "python3",
+            "--name",
+            "web",
+            "--interpreter",
+            "none",
+            "--",
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+        ],
+        timeout=60,
+    )
     assert started.ok, started.stderr
     (held,) = await wait_listening(port)
     assert held.process.startswith("python")
     low, high = min(port, stray_port), max(port, stray_port)
-    config = owned_config({"name": "web", "machine": "here", "manager": "pm2", "port": port},
-                          low, high)  # fmt: skip
+    config = owned_config(
+        {"name": "web", "machine": "here", "manager": "pm2", "port": port}, low, high
+    )
     owners = await service_owners(config, HERE, LocalExecutor(HERE))
     assert owners.of(held) == "web"
     found = await listeners(HERE, LocalExecutor(HERE))
