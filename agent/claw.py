@@ -213,8 +213,12 @@ class Claw:
             ok = await probe(url, self.token, timeout=3.0)
             if ok and not self.ready:
                 self.status, self.ready, self.error = "running", True, ""
+            if ok:
+                # The gateway renames its process some time after it starts, not always before
+                # it answers: read its identity again while it runs, so the state file holds
+                # the name a later agent will see.
                 await self._reidentify()
-            elif not ok and self.ready:
+            elif self.ready:
                 self.ready = False
             await asyncio.sleep(5.0 if self.ready else 0.3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -35,6 +36,18 @@ def clean_openclaw_tmp() -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+async def recorded_identity_is_live(agent: Agent, pid: int, timeout: float = 15.0) -> bool:
+    """Whether claws.json's identity of the claw matches live ``pid`` within ``timeout`` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        (row,) = json.loads((agent.state_dir / "claws.json").read_text())
+        if ProcessIdentity(row["started"], row["command"]) == await identify(pid):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
 async def test_the_agent_runs_a_real_gateway_that_completes_a_real_handshake(
     start_agent: Callable[..., Agent], clean_openclaw_tmp: None
 ) -> None:
@@ -46,10 +59,9 @@ async def test_the_agent_runs_a_real_gateway_that_completes_a_real_handshake(
     info = agent.wait_for("real", lambda i: i["ready"] is True, timeout=60)
     assert info["status"] == "running" and info["restarts"] == 0, info
     assert token not in _cmdline(info["pid"])
-    # The gateway renames its process once it runs; the state file records the name it has now,
-    # so that a later agent recognises it (agent/fleet.py).
-    (row,) = json.loads((agent.state_dir / "claws.json").read_text())
-    assert ProcessIdentity(row["started"], row["command"]) == await identify(info["pid"])
+    # The gateway renames its process once it runs (not always before it answers); the state
+    # file catches up with the name it has now, so that a later agent recognises it.
+    assert await recorded_identity_is_live(agent, info["pid"])
     hello = await handshake(gateway_url(port), token, timeout=10)
     assert hello.protocol == 4
     assert "operator.read" in hello.scopes and "operator.write" in hello.scopes
