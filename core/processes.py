@@ -12,13 +12,20 @@ bounded call each: the executor's timeout and output limit hold, and a command l
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 
 from core.config import MachineConfig
 from core.errors import RemoteError
 from core.executors import Executor
+from core.secrets import BOT_TOKEN, REDACTED, redact_urls
 
 MAX_COMMAND = 300  # characters of a command line kept for display
+# The value after an option or variable named like a secret: --token X, --api-key=X, PASSWORD=X.
+_SECRET_ARG = re.compile(
+    r"((?:--?|\b)[\w-]*(?:token|secret|passw(?:or)?d|api[_-]?key)[\w-]*(?:=|\s+))(?!-)\S+",
+    re.IGNORECASE,
+)
 
 
 def _powershell(script: str) -> list[str]:
@@ -66,7 +73,9 @@ def parse_tree(os_name: str, output: str) -> dict[int, int]:
 
 
 def _cut(text: str) -> str:
+    """A command line fit to show in a chat: one line, secrets redacted, at most MAX_COMMAND."""
     text = " ".join(text.split())
+    text = _SECRET_ARG.sub(rf"\1{REDACTED}", redact_urls(BOT_TOKEN.sub(REDACTED, text)))
     return text if len(text) <= MAX_COMMAND else text[: MAX_COMMAND - 1] + "…"
 
 

@@ -146,6 +146,19 @@ def test_windows_process_lists_come_from_win32_process_json():
     assert parse_lines("windows", '{"ProcessId":4,"CommandLine":null}') == {4: ""}
 
 
+def test_secrets_in_a_command_line_are_redacted_before_anyone_sees_it():
+    bot = "123456789:" + "A" * 35
+    listed = (
+        f"7 python3 bot.py --token s3cr3t-value --api-key=k3y PASSWORD=pw1 {bot} "
+        "postgresql://app:hunter2@db/app --port 8080 --token-file /run/t --secret -v"
+    )
+    (line,) = parse_lines("linux", listed).values()
+    for secret in ("s3cr3t-value", "k3y", "pw1", bot, "hunter2"):
+        assert secret not in line, line
+    assert "--port 8080" in line and "python3 bot.py --token " in line
+    assert "--secret -v" in line  # a flag followed by another flag has no value to hide
+
+
 def test_a_long_command_line_is_cut_for_the_screen():
     (line,) = parse_lines("linux", "42 node " + "x" * 1000).values()
     assert len(line) == 300 and line.endswith("…")
