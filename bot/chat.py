@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import os
 import re
 import sys
 import threading
@@ -337,7 +338,15 @@ def run_chat(
     history: Path | None = None,
 ) -> int:
     try:
-        return asyncio.run(_main(url, secret, user_id, chat_id, username, once, history))
+        code = asyncio.run(_main(url, secret, user_id, chat_id, username, once, history))
     except KeyboardInterrupt:
         print()
-        return 0
+        code = 0
+    if once is None and sys.stdin.isatty():
+        # A thread may still be inside readline's input() (Ctrl-C, or the node went away):
+        # nothing can wake it, and the interpreter's shutdown must not wait on or race with it.
+        # The history is saved and the terminal restored by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -77,7 +77,11 @@ class Terminal:
         return self.output[start : self.cursor]
 
     async def exit_status(self, wait: float = 20.0) -> int:
-        return await asyncio.to_thread(self.proc.wait, wait)
+        try:
+            return await asyncio.to_thread(self.proc.wait, wait)
+        except subprocess.TimeoutExpired:
+            tail = self.output[-500:]
+            raise AssertionError(f"still running after {wait:g} s; it printed: {tail!r}") from None
 
     def close(self) -> None:
         if self.proc.poll() is None:
