@@ -102,16 +102,24 @@ class Chat:
         await self.client.aclose()
 
     async def send(self, text: str) -> None:
-        body = {"chat_id": self.chat_id, "user_id": self.user_id, "text": text,
-                "username": self.username}  # fmt: skip
+        body = {
+            "chat_id": self.chat_id,
+            "user_id": self.user_id,
+            "text": text,
+            "username": self.username,
+        }
         (await self.client.post("/control/message", json=body)).raise_for_status()
 
     async def press(self, choice: int) -> None:
         if self.buttons is None or not 1 <= choice <= len(self.buttons[1]):
             raise ValueError("no such button")
         message_id, buttons = self.buttons
-        body = {"chat_id": self.chat_id, "user_id": self.user_id, "message_id": message_id,
-                "data": buttons[choice - 1]["callback_data"]}  # fmt: skip
+        body = {
+            "chat_id": self.chat_id,
+            "user_id": self.user_id,
+            "message_id": message_id,
+            "data": buttons[choice - 1]["callback_data"],
+        }
         (await self.client.post("/control/press", json=body)).raise_for_status()
 
     def follow(self, show: Callable[[str], None]) -> asyncio.Task[None]:
@@ -311,15 +319,21 @@ async def _main(
         print(f"clawops chat: the local Bot API at {url} refused us ({answer})", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
-        print(f"clawops chat: no local Bot API at {url} ({exc}). Is `clawops run` running "
-              "without a Telegram token?", file=sys.stderr)  # fmt: skip
+        print(
+            f"clawops chat: no local Bot API at {url} ({exc}). Is `clawops run` running "
+            "without a Telegram token?",
+            file=sys.stderr,
+        )
         return 1
     try:
         if once is not None:
             return await ask_once(chat, once)
         console = Console(history)
-        print(f"Chatting with the bot at {url} as user {user_id}. /help lists commands; a number "
-              "presses a button; Ctrl-D quits.", flush=True)  # fmt: skip
+        print(
+            f"Chatting with the bot at {url} as user {user_id}. /help lists commands; a number "
+            "presses a button; Ctrl-D quits.",
+            flush=True,
+        )
         try:
             return await converse(chat, console)
         finally:
