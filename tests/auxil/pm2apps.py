@@ -27,6 +27,17 @@ async def start_app(folder: Path, name: str, script: str, *flags: str) -> None:
     assert result.ok, result.stderr
 
 
+async def start_python_server(name: str, port: int) -> None:
+    """Start ``python3 -m http.server PORT`` on 127.0.0.1 in PM2 as ``name``: a service whose
+    process is python, not node."""
+    argv = ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    result = await LocalExecutor(HERE).run(
+        ["pm2", "start", argv[0], "--name", name, "--interpreter", "none", "--", *argv[1:]],
+        timeout=60,
+    )
+    assert result.ok, result.stderr
+
+
 async def stop_app(name: str) -> None:
     result = await LocalExecutor(HERE).run(["pm2", "stop", name], timeout=60)
     assert result.ok, result.stderr

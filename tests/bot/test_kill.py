@@ -18,6 +18,7 @@ from core.minis import Minis
 from core.ports import holders, listeners
 from tests.auxil.botnode import start_test_node
 from tests.auxil.net import free_port
+from tests.auxil.pm2apps import start_python_server
 from tests.auxil.tcpproxy import TcpProxy, through
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, audit_outcomes, press, say
 from tests.bot.test_fleet_commands import only, start_fleet_node
@@ -213,25 +214,7 @@ async def test_a_pm2_service_on_its_reserved_port_is_owned_and_named_in_the_conf
     listening,
 ):
     port, stray = free_port(), free_port()
-    started = await LocalExecutor(HERE).run(
-        [
-            "pm2",
-            "start",
-            "python3",
-            "--name",
-            "web",
-            "--interpreter",
-            "none",
-            "--",
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-        ],
-        timeout=60,
-    )
-    assert started.ok, started.stderr
+    await start_python_server("web", port)
     pid = await wait_listening(port)
     listening.append(await start_listener(stray))
     low, high = min(port, stray), max(port, stray)

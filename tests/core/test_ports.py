@@ -25,6 +25,7 @@ from core.ports import (
     service_owners,
 )
 from tests.auxil.net import free_port
+from tests.auxil.pm2apps import start_python_server
 from tests.core.test_services import needs_pm2
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metrics"
@@ -237,25 +238,7 @@ async def test_a_pm2_python_service_on_its_own_port_is_no_conflict_a_stray_in_ra
 ):
     stray_port, stray = listener
     port = free_port()
-    started = await LocalExecutor(HERE).run(
-        [
-            "pm2",
-            "start",
-            "python3",
-            "--name",
-            "web",
-            "--interpreter",
-            "none",
-            "--",
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-        ],
-        timeout=60,
-    )
-    assert started.ok, started.stderr
+    await start_python_server("web", port)
     (held,) = await wait_listening(port)
     assert held.process.startswith("python")
     low, high = min(port, stray_port), max(port, stray_port)
