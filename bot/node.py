@@ -24,7 +24,7 @@ from bot.resource_commands import RESOURCE_COMMANDS
 from bot.telegram import TelegramBot
 from bot.web_commands import WEB_COMMANDS
 from core.accounts import Accounts, EmergencyWatch
-from core.alerts import Alerts
+from core.alerts import AlertPolicy, Alerts
 from core.audit import AuditLog
 from core.claws import Claws
 from core.config import LoadedConfig, startup_refusals
@@ -70,7 +70,11 @@ class Node:
         self.db = loaded.open_database()
         self.statuslog = StatusLog(self.db, self.name)
         self.audit = AuditLog(self.db, self.name)
-        self.alerts = Alerts(self.db, warning_repeats=self.config.telegram.warning_repeats)
+        self.alerts = Alerts(
+            self.db,
+            warning_repeats=self.config.telegram.warning_repeats,
+            policy=AlertPolicy(self.config.alerts),
+        )
         self.notifier: Notifier | None = None
         self._observations: asyncio.Queue[Entry] = asyncio.Queue()
         self._feeder: asyncio.Task[None] | None = None
@@ -191,7 +195,7 @@ class Node:
             )  # fmt: skip
             await self.bot.start(poll=True)
             self._started.append("bot")
-            self._start_notifier(settings.alert_chat_id or LOCAL_OPERATOR)
+            self._start_notifier(self.config.alert_chat_id or LOCAL_OPERATOR)
             log.info(
                 "telegram: off (%s is not set); the bot answers on the local Bot API at %s "
                 "(try `clawops chat`)", settings.token_env, self.local_api.url,
@@ -207,7 +211,7 @@ class Node:
                 "token @BotFather gave, and the bot must not be deleted)"
             ) from None
         self._started.append("bot")
-        self._start_notifier(settings.alert_chat_id)
+        self._start_notifier(self.config.alert_chat_id)
         # The watchdog decides who polls: the primary unless its standby has taken over.
         self.failover = Watchdog(self)
         self.bot.on_conflict = self.failover.on_conflict

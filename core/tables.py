@@ -121,6 +121,8 @@ alert_states = Table(
     Column("successes", Integer, nullable=False, server_default="0"),
     Column("changed_at", UtcDateTime, nullable=False),
     Column("last_message", Text, nullable=False, server_default=""),
+    # When a reminder (or the end-of-silence notice) about this down key was last stored.
+    Column("reminded_at", UtcDateTime, nullable=True),
 )
 
 # Every transition of a key is a row; notifications are sent from these rows, never inline.
@@ -136,12 +138,17 @@ alert_flips = Table(
     Column("notified_at", UtcDateTime, nullable=True),
     # Recorded but not sent (the key was muted): the flip is kept, the notification is not.
     Column("suppressed", Boolean, nullable=False, server_default=false()),
+    # flip | reminder | unsilenced | mirrored (core.alerts.store.FlipKind)
+    Column("kind", String(16), nullable=False, server_default="flip"),
+    # What held the notification back: "muted until …", "maintenance window …", "paused".
+    Column("silenced_by", String(200), nullable=False, server_default=""),
     Index("ix_alert_flips_key_at", "key", "at"),
     Index("ix_alert_flips_notified_at", "notified_at"),
 )
 
-# Maintenance windows and /mute: a mute silences one key (or every key when key is NULL) until
-# ``until``, or until /unmute sets ``ended_at``.
+# /mute: a mute silences the keys its ``key`` pattern covers (core.alerts.policy.covers; every
+# key when NULL) until ``until``, or until /unmute sets ``ended_at``. Maintenance windows are
+# config, not rows.
 mutes = Table(
     "mutes",
     metadata,

@@ -1,5 +1,6 @@
 """The clawops config: TOML validated into typed, frozen models (SPEC section 2)."""
 
+from core.config._alerts import AlertRule, AlertsConfig, MaintenanceWindow
 from core.config._jobs import (
     CheckinConfig,
     ClawsConfig,
@@ -25,6 +26,8 @@ from core.config._root import Config, default_config, startup_refusals
 
 __all__ = [
     "ENV_VAR",
+    "AlertRule",
+    "AlertsConfig",
     "CheckinConfig",
     "ClawsConfig",
     "CommandJob",
@@ -35,6 +38,7 @@ __all__ = [
     "LlmAccountConfig",
     "LoadedConfig",
     "MachineConfig",
+    "MaintenanceWindow",
     "MiniConfig",
     "NodeConfig",
     "OrgConfig",

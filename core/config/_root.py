@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from core.config._alerts import AlertsConfig
 from core.config._jobs import (
     CheckinConfig,
     ClawsConfig,
@@ -47,6 +48,7 @@ class Config(_Model):
     port_ranges: list[PortRangeConfig] = []
     jobs: JobsConfig = JobsConfig()
     checkins: list[CheckinConfig] = []
+    alerts: AlertsConfig = AlertsConfig()
     claws: ClawsConfig = ClawsConfig()
     orgs: list[OrgConfig] = []
     llm_accounts: list[LlmAccountConfig] = []
@@ -97,6 +99,14 @@ class Config(_Model):
 
     def machine(self, name: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.name == name), None)
+
+    @property
+    def alert_chat_id(self) -> int | None:
+        """Where alerts go: alerts.alert_chat, else telegram.alert_chat, else the first allowed
+        chat."""
+        if self.alerts.alert_chat is not None:
+            return self.alerts.alert_chat
+        return self.telegram.alert_chat_id
 
     def settle_for(self, service: ServiceConfig) -> timedelta:
         """The settle window of a restart of ``service``: its own, else the global one."""

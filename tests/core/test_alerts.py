@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from core.alerts import Alerts
+from core.alerts import AlertPolicy, Alerts
+from core.config import AlertsConfig
 from core.db import Database
 from core.tables import utcnow
 
@@ -43,7 +44,8 @@ async def test_an_ok_in_between_resets_the_warning_count(alerts):
 
 
 async def test_thresholds_above_one_need_consecutive_observations(db):
-    alerts = Alerts(db, failure_threshold=2, success_threshold=3)
+    config = AlertsConfig(failure_threshold=2, success_threshold=3)
+    alerts = Alerts(db, policy=AlertPolicy(config))
     assert await alerts.observe("svc", "critical", "a") is None
     assert (await alerts.observe("svc", "critical", "b")).new_state == "down"  # type: ignore[union-attr]
     assert await alerts.observe("svc", "ok", "1") is None
