@@ -3,6 +3,8 @@
 A flip is marked notified only after Telegram accepted the message, so a network error, a 429 or
 a 5xx — or Telegram being off on this node — only delays it: it is sent when Telegram answers
 again. Network errors back off exponentially (1 s to 60 s); a 429 waits its ``retry_after``.
+At each round the node that talks to Telegram first stores the follow-ups that are due
+(reminders, ends of silences: ``Alerts.follow_ups``), so they go out the same way.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ MAX_BACKOFF = 60.0
 
 
 def flip_text(flip: Flip) -> str:
+    key, reason = esc(flip.key), esc(flip.reason)
+    if flip.kind == "reminder":
+        return f"🔁 <b>{key}</b> is still down\n{reason}"
+    if flip.kind == "unsilenced":
+        if flip.new_state == "down":
+            return f"🔴 <b>{key}</b> is down (its silence is over)\n{reason}"
+        return f"✅ <b>{key}</b> recovered (while silenced)\n{reason}"
     if flip.new_state == "down":
-        return f"🔴 <b>{esc(flip.key)}</b> is down\n{esc(flip.reason)}"
-    return f"✅ <b>{esc(flip.key)}</b> recovered\n{esc(flip.reason)}"
+        return f"🔴 <b>{key}</b> is down\n{reason}"
+    return f"✅ <b>{key}</b> recovered\n{reason}"
 
 
 class Notifier:
@@ -88,6 +97,8 @@ class Notifier:
         bot = self.bot()
         if bot is None or not bot.polling or self.chat_id is None:
             return 0.0  # Telegram is off here: the flips wait in the database
+        # Reminders and the ends of silences are stored by the node that talks to Telegram.
+        await self.alerts.follow_ups()
         for flip in await self.alerts.pending():
             delay = await self._deliver(bot, flip_text(flip), f"{flip.key}: {flip.new_state}")
             if delay is not None:

@@ -121,7 +121,12 @@ alert_states = Table(
     Column("successes", Integer, nullable=False, server_default="0"),
     Column("changed_at", UtcDateTime, nullable=False),
     Column("last_message", Text, nullable=False, server_default=""),
-    # When a reminder (or the end-of-silence notice) about this down key was last stored.
+    # The state the chat was last told (a flip held back by a silence, or the recovery of a down
+    # nobody was told of, leaves it as it was), and whether a held-back flip waits for the end
+    # of its silence to be looked at again.
+    Column("announced", String(16), nullable=False, server_default="up"),
+    Column("held", Boolean, nullable=False, server_default=false()),
+    # When the last reminder that this key is still down was stored (NULL: none since it went).
     Column("reminded_at", UtcDateTime, nullable=True),
 )
 

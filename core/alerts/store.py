@@ -1,12 +1,18 @@
 """Alert state machines, one per key (a job, a service, a machine, a check-in, a claw).
 
 A key is ``up`` or ``down``. It goes down after ``failure_threshold`` consecutive ``critical``
-observations, or ``warning_repeats`` consecutive failures when the latest is a ``warning`` (one
-warning is noise, the third in a row is a problem); it recovers after ``success_threshold``
-consecutive ``ok``. Every transition is a row in ``alert_flips``; notifications are sent later
-from the rows not yet notified (``pending``), never inline, so nothing is lost while Telegram is
-away. A flip made while its key is muted is stored already settled and ``suppressed``; so is the
-recovery of a key whose going down was suppressed (nobody was told it was down).
+observations (the key's rule's, else ``[alerts]``'s; see ``core.alerts.policy``), or
+``warning_repeats`` consecutive failures when the latest is a ``warning`` (one warning is noise,
+the third in a row is a problem); it recovers after ``success_threshold`` consecutive ``ok``.
+Every transition is a row in ``alert_flips``; notifications are sent later from the rows not yet
+notified (``pending``), never inline, so nothing is lost while Telegram is away.
+
+Each key remembers what the chat was last told (``announced``). A flip made while the key is
+silenced (a ``/mute`` whose pattern covers it, a maintenance window, a paused check-in) is stored
+already settled, ``suppressed``, and the key is ``held``: when the silence is over,
+``follow_ups`` tells the chat once if the state is not what it last heard. The recovery of a
+down nobody was told of is suppressed too. ``follow_ups`` also stores the reminders of keys
+that stay down.
 
 Several nodes may share the database, so a state change is claimed with a conditional update
 (``UPDATE ... WHERE key = :k AND state = :old AND failures = :f AND successes = :s``): when no
@@ -26,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alerts.policy import AlertPolicy, covers
 from core.db import Database
+from core.durations import format_duration
 from core.errors import StorageError
 from core.tables import alert_flips, alert_states, mutes, utcnow
 
@@ -111,7 +118,14 @@ class Alerts:
             if row is None:
                 await conn.execute(
                     insert(alert_states).values(
-                        key=key, state="up", failures=0, successes=0, changed_at=at, last_message=""
+                        key=key,
+                        state="up",
+                        failures=0,
+                        successes=0,
+                        changed_at=at,
+                        last_message="",
+                        announced="up",
+                        held=False,
                     )
                 )
                 state, failures, successes = "up", 0, 0
@@ -138,8 +152,20 @@ class Alerts:
                 "last_message": message[:2000],
                 "state": new_state,
             }
+            announced, held = (row.announced, row.held) if row is not None else ("up", False)
+            flip: Flip | None = None
             if new_state != state:
                 values["changed_at"] = at
+                silenced_by = await self._silenced_by(conn, key, at) or ""
+                # Sent only when it tells something: not while silenced (held, to be looked at
+                # again when the silence ends), not the recovery of a down nobody was told of.
+                suppressed = bool(silenced_by) or new_state == announced
+                values["held"] = bool(silenced_by)
+                if not suppressed:
+                    values["announced"] = new_state
+                    values["reminded_at"] = None
+                reason = message[:2000]
+                flip = Flip(0, key, state, new_state, at, reason, suppressed, "flip", silenced_by)
             result = await conn.execute(
                 update(alert_states)
                 .where(
@@ -147,38 +173,14 @@ class Alerts:
                     alert_states.c.state == state,
                     alert_states.c.failures == failures,
                     alert_states.c.successes == successes,
+                    alert_states.c.announced == announced,
+                    alert_states.c.held == held,
                 )
                 .values(**values)
             )
             if result.rowcount != 1:
                 return False, None  # another node got there first: roll back, apply again
-            if new_state == state:
-                return True, None
-            silenced_by = await self._silenced_by(conn, key, at) or ""
-            suppressed = bool(silenced_by)
-            if new_state == "up" and not suppressed:
-                last_down = (
-                    await conn.execute(
-                        select(alert_flips.c.suppressed)
-                        .where(alert_flips.c.key == key, alert_flips.c.new_state == "down")
-                        .order_by(alert_flips.c.id.desc())
-                        .limit(1)
-                    )
-                ).scalar()
-                suppressed = bool(last_down)
-            return True, await self._store_flip(
-                conn,
-                Flip(
-                    0,
-                    key,
-                    state,
-                    new_state,
-                    at,
-                    message[:2000],
-                    suppressed,
-                    silenced_by=silenced_by,
-                ),
-            )
+            return True, None if flip is None else await self._store_flip(conn, flip)
 
     @staticmethod
     async def _store_flip(conn: AsyncConnection, flip: Flip) -> Flip:
@@ -246,6 +248,9 @@ class Alerts:
                         successes=0,
                         changed_at=at,
                         last_message=reason[:2000],
+                        announced="up",  # whoever settles it says so (the /pause reply)
+                        held=False,
+                        reminded_at=None,
                     )
                 )
                 if result.rowcount == 1:
@@ -253,6 +258,93 @@ class Alerts:
                     return await self._store_flip(conn, flip)
             await asyncio.sleep(0.005)
         raise StorageError(f"could not settle {key!r}: too much contention")
+
+    async def follow_ups(self, at: datetime | None = None) -> list[Flip]:
+        """Store what is due about keys that did not change (sent like flips, by the notifier):
+
+        - ``unsilenced``: a flip held back by a mute, a maintenance window or a pause, once the
+          silence is over, when the key's state is not the one the chat was last told (a key
+          that went down in the window and is still down; one announced down that recovered in
+          it). A key back to what the chat knows is let go without a word.
+        - ``reminder``: a key announced down and still down, every ``reminder_interval`` (its
+          rule's, else ``[alerts]``'s) unless silenced.
+
+        Each is claimed with a conditional update, so two nodes store it once."""
+        at = at or utcnow()
+        query = select(alert_states).where(
+            or_(
+                alert_states.c.held.is_(True),
+                and_(alert_states.c.state == "down", alert_states.c.announced == "down"),
+            )
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        stored = []
+        for row in rows:
+            if row.held:
+                flip = await self._unsilence(row, at)
+            else:
+                flip = await self._remind(row, at)
+            if flip is not None:
+                stored.append(flip)
+        return stored
+
+    async def _unsilence(self, row: Row[Any], at: datetime) -> Flip | None:
+        async with self.db.begin() as conn:
+            if await self._silenced_by(conn, row.key, at):
+                return None
+            held = (
+                await conn.execute(
+                    select(alert_flips.c.silenced_by)
+                    .where(alert_flips.c.key == row.key, alert_flips.c.suppressed.is_(True))
+                    .order_by(alert_flips.c.id.desc())
+                    .limit(1)
+                )
+            ).scalar() or "a silence"
+            tell = row.state != row.announced
+            result = await conn.execute(
+                update(alert_states)
+                .where(
+                    alert_states.c.key == row.key,
+                    alert_states.c.held.is_(True),
+                    alert_states.c.state == row.state,
+                    alert_states.c.announced == row.announced,
+                )
+                .values(held=False, announced=row.state, reminded_at=at if tell else None)
+            )
+            if result.rowcount != 1 or not tell:
+                return None
+            since = format_duration(at - row.changed_at)
+            what = "down" if row.state == "down" else "up"
+            reason = f"{what} for {since}, held back while {held}: {row.last_message}"
+            flip = Flip(0, row.key, row.announced, row.state, at, reason[:2000], kind="unsilenced")
+            return await self._store_flip(conn, flip)
+
+    async def _remind(self, row: Row[Any], at: datetime) -> Flip | None:
+        interval = self.policy.thresholds(row.key).reminder
+        last = row.reminded_at or row.changed_at
+        if interval is None or at - last < interval:
+            return None
+        async with self.db.begin() as conn:
+            if await self._silenced_by(conn, row.key, at):
+                return None
+            result = await conn.execute(
+                update(alert_states)
+                .where(
+                    alert_states.c.key == row.key,
+                    alert_states.c.state == "down",
+                    alert_states.c.changed_at == row.changed_at,
+                    alert_states.c.reminded_at == row.reminded_at
+                    if row.reminded_at is not None
+                    else alert_states.c.reminded_at.is_(None),
+                )
+                .values(reminded_at=at)
+            )
+            if result.rowcount != 1:
+                return None
+            reason = f"down for {format_duration(at - row.changed_at)}: {row.last_message}"
+            flip = Flip(0, row.key, "down", "down", at, reason[:2000], kind="reminder")
+            return await self._store_flip(conn, flip)
 
     async def mark_notified(self, flip_id: int) -> bool:
         """Claim a flip as sent; False when another notifier already did."""

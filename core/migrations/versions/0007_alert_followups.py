@@ -1,4 +1,4 @@
-"""alerts: reminders, kinds of flips, what silenced one
+"""alerts: what was announced, held-back flips, reminders, kinds of flips, what silenced one
 
 Revision ID: 0007
 Revises: 0006
@@ -20,7 +20,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("alert_states") as batch:
+        batch.add_column(sa.Column("announced", sa.String(16), nullable=False, server_default="up"))
+        batch.add_column(sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("reminded_at", UtcDateTime, nullable=True))
+    # Keys down before this revision were announced (or muted, and then nobody hears of them).
+    op.execute("UPDATE alert_states SET announced = state")
     with op.batch_alter_table("alert_flips") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="flip"))
         batch.add_column(
@@ -34,3 +38,5 @@ def downgrade() -> None:
         batch.drop_column("kind")
     with op.batch_alter_table("alert_states") as batch:
         batch.drop_column("reminded_at")
+        batch.drop_column("held")
+        batch.drop_column("announced")
