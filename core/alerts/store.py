@@ -342,6 +342,17 @@ class Alerts:
             )
             if result.rowcount != 1:
                 return None
+            # A reminder still waiting for Telegram is superseded by this one (one, not a burst,
+            # after Telegram was away for hours).
+            await conn.execute(
+                update(alert_flips)
+                .where(
+                    alert_flips.c.key == row.key,
+                    alert_flips.c.kind == "reminder",
+                    alert_flips.c.notified_at.is_(None),
+                )
+                .values(notified_at=at, suppressed=True)
+            )
             reason = f"down for {format_duration(at - row.changed_at)}: {row.last_message}"
             flip = Flip(0, row.key, "down", "down", at, reason[:2000], kind="reminder")
             return await self._store_flip(conn, flip)

@@ -231,3 +231,13 @@ async def test_two_nodes_store_each_follow_up_once(db: Database):
     results = await asyncio.gather(*(n.follow_ups(T0 + 10 * MIN) for n in nodes * 3))
     keys = [f.key for flips in results for f in flips]
     assert sorted(keys) == sorted(f"job:j{i}" for i in range(10))
+
+
+async def test_a_reminder_not_sent_yet_is_superseded_by_the_next(db: Database):
+    alerts = Alerts(db, policy=policy(reminder_interval="1h"))
+    await alerts.observe("job:rnd", "critical", "late", T0)
+    await drain(alerts)
+    for hours in range(1, 6):  # Telegram away for five hours
+        await alerts.follow_ups(T0 + timedelta(hours=hours))
+    (last,) = await alerts.pending()
+    assert last.kind == "reminder" and "down for 5h" in last.reason
