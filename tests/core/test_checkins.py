@@ -124,7 +124,7 @@ async def test_pause_and_resume_refuse_unknown_and_repeated_requests(db, log):
     with pytest.raises(Conflict, match="not paused"):
         await checkins.resume("nightly", 100)
     await checkins.pause("nightly", 100, name="ops")
-    with pytest.raises(Conflict, match="already paused .by @ops since "):
+    with pytest.raises(Conflict, match=r"already paused \(by @ops since "):
         await checkins.pause("nightly", 101)
     assert (await checkins.status("nightly")).pause.by == 100  # type: ignore[union-attr]
 
