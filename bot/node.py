@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from telegram.error import InvalidToken
 
 from bot.builtin import BUILTIN
+from bot.checkin_commands import CHECKIN_COMMANDS
 from bot.claw_commands import CLAW_COMMANDS
 from bot.commands import Registry
 from bot.failover import FAILOVER_COMMANDS, Watchdog
@@ -26,6 +27,7 @@ from bot.web_commands import WEB_COMMANDS
 from core.accounts import Accounts, EmergencyWatch
 from core.alerts import AlertPolicy, Alerts
 from core.audit import AuditLog
+from core.checkins import Checkins
 from core.claws import Claws
 from core.config import LoadedConfig, startup_refusals
 from core.db import DatabaseProbe, alembic_config
@@ -86,6 +88,7 @@ class Node:
         self.registry.extend(WEB_COMMANDS)
         self.registry.extend(CLAW_COMMANDS)
         self.registry.extend(RESOURCE_COMMANDS)
+        self.registry.extend(CHECKIN_COMMANDS)
         self._claws: Claws | None = None
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
@@ -97,6 +100,8 @@ class Node:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.runs = JobRuns(self.db, self.name)
         self.state = StateStore(self.db)
+        self.checkins = Checkins(self.config.checkins, self.state, self.statuslog, self.alerts)
+        self.alerts.silencers.append(self.checkins.silenced_by)
         self.outbox = Outbox(self.db, self.name)
         self.leases = Leases(self.db, self.config.resources)
         self.emergency = EmergencyWatch(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete, insert
 
 from core.tables import status_log, utcnow
+from jobs.checkins import check, checkins_of
 from jobs.registry import builtin_jobs
 
 FAST = {"checkins": [{"job_id": "nightly", "period": "1s", "grace": "1s"}]}
@@ -139,3 +140,34 @@ async def test_with_no_check_ins_configured_it_says_so(harness):
     h = await started(harness, {})
     result = await monitor(h)
     assert result.summary == "no check-ins configured" and result.data == {}
+
+
+async def test_a_paused_check_in_is_not_observed_and_the_summary_names_it(harness):
+    h = await started(
+        harness,
+        {
+            "checkins": [
+                {"job_id": "nightly", "period": "1s", "grace": "1s"},
+                {"job_id": "hourly", "period": "1h", "grace": "5m"},
+            ]
+        },
+    )
+    old = utcnow() - timedelta(hours=2)
+    async with h.ctx.db.begin() as conn:
+        await conn.execute(
+            insert(status_log),
+            [
+                {"job_id": "nightly", "status": "ok", "message": "", "created_at": old},
+            ],
+        )
+    checkins = checkins_of(h.ctx)
+    await checkins.pause("nightly", 100)
+    result = await monitor(h)
+    assert result.data == {"nightly": "paused", "hourly": "new"}
+    assert result.summary == "new: hourly; paused: nightly"
+    # Long past its grace, fed to the monitor's check with an explicit time: still nothing.
+    later = utcnow() + timedelta(days=1)
+    for status in await checkins.statuses(later):
+        await check(h.ctx, status, later)
+    assert await checkin_flips(h) == [("checkin:hourly", "down")]
+    assert h.woken == 1
