@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from telegram import InlineKeyboardMarkup
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from bot.format import esc, plain
@@ -100,7 +101,9 @@ class Notifier:
         # Reminders and the ends of silences are stored by the node that talks to Telegram.
         await self.alerts.follow_ups()
         for flip in await self.alerts.pending():
-            delay = await self._deliver(bot, flip_text(flip), f"{flip.key}: {flip.new_state}")
+            markup = bot.alert_buttons.markup(flip)  # a "down" message's buttons
+            fallback = f"{flip.key}: {flip.new_state}"
+            delay = await self._deliver(bot, flip_text(flip), fallback, markup)
             if delay is not None:
                 return delay
             await self.alerts.mark_notified(flip.id)
@@ -114,11 +117,17 @@ class Notifier:
                 self.sent += 1
         return 0.0
 
-    async def _deliver(self, bot: TelegramBot, text: str, fallback: str) -> float | None:
+    async def _deliver(
+        self,
+        bot: TelegramBot,
+        text: str,
+        fallback: str,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> float | None:
         """Send one message; None when Telegram took it, else how long to wait before retrying."""
         assert self.chat_id is not None
         try:
-            await bot.send_alert(self.chat_id, text)
+            await bot.send_alert(self.chat_id, text, markup)
         except RetryAfter as exc:
             retry = exc.retry_after
             seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry

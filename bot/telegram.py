@@ -25,6 +25,7 @@ from telegram import (
     BotCommand,
     BotCommandScopeChat,
     BotCommandScopeDefault,
+    InlineKeyboardMarkup,
     Update,
 )
 from telegram.constants import ParseMode
@@ -41,6 +42,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.alert_buttons import ALERT_PREFIX, AlertButtons
 from bot.commands import ROLE_RANK, Command, Context, Invocation, Registry, Reply, Role, UsageError
 from bot.confirm import CONFIRM_PREFIX, Confirmations
 from bot.format import esc
@@ -73,6 +75,7 @@ class TelegramBot:
         self.viewers = set(self.settings.viewers)
         self.allowed_chats = set(self.settings.allowed_chats)
         self.confirmations = Confirmations(self)
+        self.alert_buttons = AlertButtons(self)
         self.order = ChatOrder()
         self.tasks: set[asyncio.Task[None]] = set()
         self.progress_after = self.settings.progress_after.total_seconds()
@@ -92,6 +95,9 @@ class TelegramBot:
         for command in registry.commands.values():
             self.app.add_handler(CommandHandler(command.name, self._on_command, NEW_MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{CONFIRM_PREFIX}"))
+        self.app.add_handler(
+            CallbackQueryHandler(self._on_alert_button, pattern=f"^{ALERT_PREFIX}")
+        )
         self.app.add_handler(MessageHandler(filters.COMMAND & NEW_MESSAGE, self._on_unknown))
         private_text = filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE & NEW_MESSAGE
         self.app.add_handler(MessageHandler(private_text, self._on_text))
@@ -224,6 +230,12 @@ class TelegramBot:
         turn = self.order.take(chat.id)  # now, in update order; the work waits for it in a task
         self.spawn(self._handle_command(command, inv, turn), f"/{name}")
 
+    def run_as_typed(self, command: Command, inv: Invocation) -> None:
+        """Run ``inv`` as if its user had just typed it in its chat (an alert's button): its
+        turn in the chat, the role check, the confirmation, progress, reply and audit."""
+        turn = self.order.take(inv.chat_id)
+        self.spawn(self._handle_command(command, inv, turn), f"/{inv.command}")
+
     async def _handle_command(self, command: Command, inv: Invocation, turn: Turn) -> None:
         await turn.wait()
         try:
@@ -303,6 +315,9 @@ class TelegramBot:
         # No turn: the press acts on a message already in the chat.
         self.spawn(self.confirmations.press(update), "button press")
 
+    async def _on_alert_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        self.spawn(self.alert_buttons.press(update), "alert button press")
+
     async def _on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None or message.text is None:
@@ -359,6 +374,11 @@ class TelegramBot:
             detail=detail,
         )
 
-    async def send_alert(self, chat_id: int, text: str) -> None:
-        """One alert message; Telegram errors propagate so the notifier can retry."""
-        await self.app.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+    async def send_alert(
+        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """One alert message (with its buttons); Telegram errors propagate so the notifier can
+        retry."""
+        await self.app.bot.send_message(
+            chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
+        )
