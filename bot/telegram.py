@@ -180,9 +180,11 @@ class TelegramBot:
         user, chat = update.effective_user, update.effective_chat
         if user is not None and chat is not None and self.role_of(user.id, chat.id, chat.type):
             return
-        text = update.effective_message.text if update.effective_message else None
+        # A message's first word (its command); a button press is on a message it did not write.
+        text = update.message.text if update.message else None
+        what = "(button)" if update.callback_query else "(update)"
         record = self.node.audit.record(
-            command=(text or "").split(" ", 1)[0][:64] or "(update)",
+            command=(text or "").split(" ", 1)[0][:64] or what,
             outcome="ignored",
             user_id=user.id if user else None,
             username=user.username if user else None,
