@@ -41,9 +41,9 @@ def left(at: datetime, now: datetime) -> str:
 
 
 def named(keys: list[str], limit: int = NAMED) -> str:
-    """``a, b, c`` or ``a, b, c, …``, escaped."""
+    """``a, b, c`` or ``a, b, c and 7 more``, escaped."""
     shown = ", ".join(esc(k) for k in keys[:limit])
-    return shown + (", …" if len(keys) > limit else "")
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def count(keys: list[str]) -> str:
@@ -51,8 +51,8 @@ def count(keys: list[str]) -> str:
 
 
 async def _mute_args(ctx: Context) -> tuple[timedelta, str | None, list[str]]:
-    """The duration, the pattern (None: everything) and the known keys it covers; refuses a
-    pattern that covers none."""
+    """The duration, the pattern (None: everything) and the known keys it covers (not looked up
+    for everything); refuses a pattern that covers none."""
     args = ctx.inv.args
     if not 1 <= len(args) <= 2:
         raise UsageError("give a duration, and optionally what to mute (an alert key or a glob)")
@@ -63,9 +63,11 @@ async def _mute_args(ctx: Context) -> tuple[timedelta, str | None, list[str]]:
     pattern = args[1] if len(args) == 2 else None
     if pattern is not None and len(pattern) > MAX_PATTERN:
         raise UsageError(f"a pattern is at most {MAX_PATTERN} characters (got {len(pattern)})")
+    if pattern is None:
+        return duration, None, []
     keys = await node_keys(ctx.node)
     hits = covered(pattern, keys)
-    if pattern is not None and not hits:
+    if not hits:
         raise UsageError(_no_match(pattern, keys))
     return duration, pattern, hits
 
@@ -89,7 +91,8 @@ async def mute_check(ctx: Context) -> None:
 async def mute_describe(ctx: Context) -> str:
     _, pattern, hits = await _mute_args(ctx)
     if pattern is None:
-        return f"Mutes <b>every</b> alert ({count(hits)} known now, and any new one)."
+        known = count(covered(None, await node_keys(ctx.node)))
+        return f"Mutes <b>every</b> alert ({known} known now, and any new one)."
     return f"Covers {count(hits)}: {named(hits)}."
 
 
