@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bot.commands import Command, Context, Reply, UsageError
+from bot.alert_commands import silence_line
+from bot.commands import Command, Context, Reply
 from bot.format import esc
-from core.durations import format_duration, parse_duration
 from core.tables import utcnow
 
 STATUS_ICON = {"ok": "✅", "warning": "⚠️", "critical": "🔴"}
@@ -96,6 +96,8 @@ async def status_command(ctx: Context) -> Reply:
         lines += [f"🔴 {esc(a['key'])}: {esc(a['message'][:120])}" for a in alerts[:10]]
     else:
         lines.append("No open alerts.")
+    if silenced := await silence_line(node):
+        lines.append(silenced)
     reports = summary["last_reports"]
     if reports:
         lines.append("")
@@ -109,45 +111,8 @@ async def status_command(ctx: Context) -> Reply:
     return Reply("\n".join(lines))
 
 
-def _mute_args(ctx: Context) -> tuple[timedelta, str | None]:
-    args = ctx.inv.args
-    if not 1 <= len(args) <= 2:
-        raise UsageError("give a duration, and optionally an alert key")
-    try:
-        duration = parse_duration(args[0])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return duration, args[1] if len(args) == 2 else None
-
-
-async def mute_check(ctx: Context) -> None:
-    _mute_args(ctx)
-
-
-async def mute_command(ctx: Context) -> Reply:
-    duration, key = _mute_args(ctx)
-    until = utcnow() + duration
-    await ctx.node.alerts.mute(until, key=key, by=ctx.inv.user_id)
-    what = f"alerts for <b>{esc(key)}</b>" if key else "all alerts"
-    return Reply(f"🔕 Muted {what} for {format_duration(duration)} (until {until:%H:%M} UTC).")
-
-
-async def unmute_command(ctx: Context) -> Reply:
-    key = ctx.inv.args[0] if ctx.inv.args else None
-    ended = await ctx.node.alerts.unmute(key)
-    if not ended:
-        return Reply("Nothing was muted.")
-    return Reply(f"🔔 Unmuted ({ended} mute{'s' if ended != 1 else ''} ended).")
-
-
 BUILTIN = [
     Command("start", "What this bot is and who you are here", start_command),
     Command("help", "The command list", help_command),
     Command("status", "Node, alerts and the last report of every job", status_command),
-    Command(
-        "mute", "Silence alerts for a maintenance window", mute_command,
-        role="admin", mutates=True, usage="DURATION [key]", check=mute_check,
-    ),
-    Command("unmute", "End mutes (all, or one key's)", unmute_command, role="admin",
-            usage="[key]"),
-]  # fmt: skip
+]

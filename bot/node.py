@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from telegram.error import InvalidToken
 
+from bot.alert_commands import ALERT_COMMANDS
 from bot.builtin import BUILTIN
 from bot.checkin_commands import CHECKIN_COMMANDS
 from bot.claw_commands import CLAW_COMMANDS
@@ -82,6 +83,7 @@ class Node:
         self._feeder: asyncio.Task[None] | None = None
         self.registry = Registry()
         self.registry.extend(BUILTIN)
+        self.registry.extend(ALERT_COMMANDS)
         self.registry.extend(FLEET_COMMANDS)
         self.registry.extend(JOB_COMMANDS)
         self.registry.extend(FAILOVER_COMMANDS)

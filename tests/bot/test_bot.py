@@ -188,13 +188,16 @@ async def test_an_expired_confirmation_runs_nothing(tmp_path, monkeypatch, tg):
 
 
 async def test_html_in_arguments_is_escaped(node, tg):
-    ask = await confirmation(tg, ADMIN, "/mute 5m <script>&co")
-    assert "<code>/mute 5m &lt;script&gt;&amp;co</code>" in ask.text
+    (refused,) = await say(tg, GROUP, ADMIN, "/mute 5m <script>&co")  # covers no key
+    assert "'&lt;script&gt;&amp;co' covers no known alert key" in refused.text
+    assert "<script>" not in refused.text and not refused.buttons
+    ask = await confirmation(tg, ADMIN, "/mute 5m machine:[!<&>]*")  # a glob covering "here"
+    assert "<code>/mute 5m machine:[!&lt;&amp;&gt;]*</code>" in ask.text
     await press(tg, ADMIN, ask, 0)
     await asyncio.sleep(0.2)
-    assert any("&lt;script&gt;&amp;co" in s.text for s in tg.sent if s.kind == "edit")
+    assert any("machine:[!&lt;&amp;&gt;]*" in s.text for s in tg.sent if s.kind == "edit")
     (mute,) = await node.alerts.active_mutes()
-    assert mute.key == "<script>&co"
+    assert mute.key == "machine:[!<&>]*"
 
 
 async def test_a_reply_of_10000_chars_is_split_on_line_boundaries(node, tg):
@@ -231,7 +234,7 @@ async def test_a_bad_argument_gets_the_usage_before_any_confirmation(node, tg):
     (refused,) = await say(tg, GROUP, ADMIN, "/mute soon")
     assert not refused.buttons
     assert "not a duration" in refused.text
-    assert "Usage: <code>/mute DURATION [key]</code>" in refused.text
+    assert "Usage: <code>/mute DURATION [PATTERN]</code>" in refused.text
     assert await audit_outcomes(node, 1) == [("mute", "error")]
     assert await node.alerts.active_mutes() == []
 
