@@ -440,3 +440,37 @@ async def test_after_a_yield_the_primary_knows_what_the_standby_announced(
     assert sent_count(api, DOWN) == 1
     assert await holds_announced(primary)()
     assert "mirrored beta's alerts: down: service:here/gw" in primary.log.read_text()
+
+
+@pytest.mark.slow
+async def test_a_peer_that_refuses_its_alerts_is_logged_once_and_the_watchdog_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Each node has its own sidecar token: the standby's bearer is wrong at the primary (401).
+    monkeypatch.setenv("TEST_FAILOVER_SIDECAR_A", SIDECAR_TOKEN)
+    monkeypatch.setenv("TEST_FAILOVER_SIDECAR_B", SIDECAR_TOKEN[::-1])
+    async with LocalTelegram() as api:
+        p_port, s_port = free_port(), free_port()
+        token_a, token_b = (
+            'token_env = "TEST_FAILOVER_SIDECAR_A"',
+            'token_env = "TEST_FAILOVER_SIDECAR_B"',
+        )
+        a = write(tmp_path, "alpha", "primary", p_port, s_port, api.base_url, sidecar=token_a)
+        b = write(tmp_path, "beta", "standby", s_port, p_port, api.base_url, sidecar=token_b)
+        primary, standby = Proc(a, p_port), Proc(b, s_port)
+        try:
+            primary.start()
+            standby.start()
+            await until("the primary polls", primary.polling, 20, primary, standby)
+
+            async def refused_a_few_times() -> bool:
+                state = await standby.failover()
+                return state is not None and state.get("successes", 0) >= 3
+
+            await until("the standby checks the primary", refused_a_few_times, 10, standby)
+            logged = standby.log.read_text()
+            assert logged.count("cannot mirror the peer's alerts (HTTP 401)") == 1
+            assert (await primary.polling(), await standby.polling()) == (True, False)
+        finally:
+            primary.kill()
+            standby.kill()
