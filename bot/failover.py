@@ -13,6 +13,12 @@ A node stops polling before it stops claiming, so its peer never starts while it
 The standby feeds ``/healthz`` checks of the primary to ``core.failover.FailoverMachine``; the
 primary, while it waits, re-asks the standby every interval. A 409 Conflict from Telegram (a
 split brain) stops polling at once, alerts, and leaves the decision to the next check.
+
+A node that is not polling, whose peer is active, mirrors the peer's open alerts
+(``GET /api/alerts``, ``core.alerts.mirror``) at each of its checks — the standby after a good
+``/healthz``, the primary while it waits for the standby to yield — and once more right before
+it starts polling when the peer still answers: after a takeover or a yield, nothing the other
+node announced is announced again.
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ class Watchdog:
         self._split_task: asyncio.Task[None] | None = None
         self._split_seen = False
         self._hold_until = 0.0  # after a split brain, no claim before this (loop time)
+        # The peer was active at the last mirror: mirror once more before this node polls.
+        self._following = False
+        self._mirror_error = ""  # the last reason the peer's alerts could not be mirrored
+        token = node.config.sidecar_token()
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     # -- what the peer and /status see ----------------------------------------------------------
 
@@ -142,6 +153,8 @@ class Watchdog:
                 await self._claim("re-check")
             return
         ok, error = await self._healthz()
+        if ok and not self.polling:
+            await self._mirror()
         decision = self.machine.observe(ok, utcnow(), error)
         if decision == "takeover":
             await self._take_over(f"the primary failed {self.machine.failures} checks ({error})")
@@ -167,6 +180,41 @@ class Watchdog:
             return None
         return body if isinstance(body, dict) else None
 
+    async def _peer_alerts(self) -> dict[str, Any] | None:
+        """The peer's ``/api/alerts`` answer; None (logged when the reason is new) when it does
+        not give one: an old version, a wrong token, a timeout."""
+        try:
+            response = await self._client.get(f"{self.peer}/api/alerts", headers=self._auth)
+            body = response.json() if response.status_code == 200 else None
+            problem = "" if isinstance(body, dict) else f"HTTP {response.status_code}"
+        except (httpx.HTTPError, ValueError) as exc:
+            body, problem = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if problem:
+            if problem != self._mirror_error:
+                log.warning("failover: cannot mirror the peer's alerts (%s)", problem)
+            self._mirror_error = problem
+            return None
+        return body
+
+    async def _mirror(self, *, last: bool = False) -> None:
+        """Copy the peer's open alerts when it is active; ``last``: once more right before this
+        node polls, from a peer that was active at the previous check (it may have just yielded)."""
+        answer = await self._peer_alerts()
+        if answer is None or not (last or answer.get("active") is True):
+            return
+        try:
+            result = await self.node.mirror.apply(answer)
+        except (ValueError, StorageError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._mirror_error:
+                log.warning("failover: cannot mirror the peer's alerts (%s)", problem)
+            self._mirror_error = problem
+            return
+        self._following = answer.get("active") is True
+        self._mirror_error = ""
+        if result.changed or result.skipped:
+            log.info("failover: mirrored %s's alerts: %s", answer.get("node"), result.describe())
+
     # -- acting ----------------------------------------------------------------------------------
 
     async def _claim(self, why: str) -> bool:
@@ -177,7 +225,11 @@ class Watchdog:
             if peer is not None and peer.get("active") is True:
                 self.waiting_reason = f"{peer.get('node', 'the peer')} is active"
                 log.info("failover: not polling (%s): %s", why, self.waiting_reason)
+                await self._mirror()
                 return False
+            if peer is not None and self._following:
+                await self._mirror(last=True)  # what the peer announced until it stopped
+            self._following = False
             await self._start_polling()
             self.waiting_reason = ""
             log.info("failover: polling (%s; peer %s)", why, "unreachable" if peer is None

@@ -27,6 +27,7 @@ from bot.telegram import TelegramBot
 from bot.web_commands import WEB_COMMANDS
 from core.accounts import Accounts, EmergencyWatch
 from core.alerts import AlertPolicy, Alerts
+from core.alerts.mirror import AlertMirror
 from core.audit import AuditLog
 from core.checkins import Checkins
 from core.claws import Claws
@@ -104,6 +105,7 @@ class Node:
         self.state = StateStore(self.db)
         self.checkins = Checkins(self.config.checkins, self.state, self.statuslog, self.alerts)
         self.alerts.silencers.append(self.checkins.silenced_by)
+        self.mirror = AlertMirror(self.alerts, self.state)
         self.outbox = Outbox(self.db, self.name)
         self.leases = Leases(self.db, self.config.resources)
         self.emergency = EmergencyWatch(
@@ -127,6 +129,7 @@ class Node:
             max_body=self.config.sidecar.max_body,
             status=self.status_summary,
             failover=self.failover_state,
+            alerts=self.alerts_report,
             on_entry=[self._observe_entry],
             public_url=self.config.sidecar.public_url,
             claws=self.claws_service,
@@ -362,6 +365,11 @@ class Node:
                     "polling": self.bot is not None and self.bot.polling, "state": "off",
                     "peer_url": self.config.node.peer_url}  # fmt: skip
         return self.failover.describe()
+
+    async def alerts_report(self) -> dict[str, Any]:
+        """What GET /api/alerts answers: the open alerts, whether this node polls or claims."""
+        active = self.failover.active if self.failover is not None else self.active
+        return {"active": active, **(await self.mirror.report())}
 
     async def status_summary(self) -> dict[str, Any]:
         """What GET /api/status answers (and /status shows)."""

@@ -47,6 +47,9 @@ class SidecarState:
     status: StatusProvider = _no_status
     # The failover watchdog's state (GET /api/failover), what the peer asks before it polls.
     failover: StatusProvider = _no_status
+    # The open alerts and whether this node is active (GET /api/alerts): what the failover peer
+    # mirrors so a takeover sends no alert twice (core.alerts.mirror).
+    alerts: StatusProvider = _no_status
     # Called after an entry is stored (alerts, check-ins); a failing hook is logged, not fatal.
     on_entry: list[EntryHook] = field(default_factory=list)
     metrics: Registry = field(default_factory=Registry)

@@ -1,5 +1,5 @@
-"""The status API (SPEC section 5): POST/GET /api/log, /api/status, /api/failover, /healthz,
-/metrics."""
+"""The status API (SPEC section 5): POST/GET /api/log, /api/status, /api/alerts, /api/failover,
+/healthz, /metrics."""
 
 from __future__ import annotations
 
@@ -81,6 +81,15 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response({"node": state.node, **summary})
 
 
+async def get_alerts(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        summary: dict[str, Any] = await state.alerts()
+    except StorageError as exc:
+        return json_error(503, str(exc))
+    return web.json_response({"node": state.node, **summary})
+
+
 async def get_failover(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response({"node": state.node, **(await state.failover())})
@@ -108,6 +117,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/log", post_log)
     app.router.add_get("/api/log", get_log)
     app.router.add_get("/api/status", get_status)
+    app.router.add_get("/api/alerts", get_alerts)
     app.router.add_get("/api/failover", get_failover)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -104,7 +105,16 @@ def test_peer_url_may_be_given_with_or_without_healthz():
 # -- two real nodes, one token ----------------------------------------------------------------
 
 
-def write(tmp: Path, name: str, role: str, port: int, peer: int, api: str) -> Path:
+def write(
+    tmp: Path,
+    name: str,
+    role: str,
+    port: int,
+    peer: int,
+    api: str,
+    extra: str = "",
+    sidecar: str = "",
+) -> Path:
     (tmp / name).mkdir()
     path = tmp / name / "clawops.toml"
     path.write_text(f"""
@@ -126,6 +136,7 @@ alert_chat = {ALERT_CHAT}
 
 [sidecar]
 port = {port}
+{sidecar}
 
 [jobs.failover]
 every = "1s"
@@ -133,7 +144,7 @@ failures = 3
 successes = 5
 min_dwell = "2s"
 timeout = "1s"  # durations are whole units; a dead port is refused at once anyway
-""")
+{extra}""")
     return path
 
 
@@ -281,3 +292,185 @@ def _split_brain_seen(proc: Proc) -> Callable[[], Awaitable[bool]]:
         return state is not None and "split brain" in state["state"]
 
     return check
+
+
+# -- no alert twice after a takeover or a yield (separate databases, alerts mirrored) ----------
+
+SIDECAR_TOKEN = "mirror-test-sidecar-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Proc, Proc, LocalTelegram, int]]:
+    """Like ``nodes``, each with its own SQLite database, both checking one service (a running
+    process whose TCP port nobody listens on yet) every second, and a shared sidecar token."""
+    monkeypatch.setenv("TEST_FAILOVER_SIDECAR", SIDECAR_TOKEN)
+    unit = f"mirrorgw{os.getpid() % 10000}"
+    shutil.copy(str(shutil.which("sleep")), tmp_path / unit)
+    gateway = await asyncio.create_subprocess_exec(str(tmp_path / unit), "120")
+    service_port = free_port()
+    sidecar = 'token_env = "TEST_FAILOVER_SIDECAR"'
+    extra = f"""
+[jobs.heartbeat]
+every = "1s"
+
+[[machines]]
+name = "here"
+os = "linux"
+address = "127.0.0.1"
+local = true
+
+[[services]]
+name = "gw"
+machine = "here"
+manager = "process"
+unit = "{unit}"
+port = {service_port}
+health = {{ type = "tcp", timeout = "1s" }}
+"""
+    async with LocalTelegram() as api:
+        p_port, s_port = free_port(), free_port()
+        alpha = write(tmp_path, "alpha", "primary", p_port, s_port, api.base_url, extra, sidecar)
+        beta = write(tmp_path, "beta", "standby", s_port, p_port, api.base_url, extra, sidecar)
+        primary, standby = Proc(alpha, p_port), Proc(beta, s_port)
+        try:
+            yield primary, standby, api, service_port
+        finally:
+            primary.kill()
+            standby.kill()
+            gateway.kill()
+            await gateway.wait()
+
+
+GW = "service:here/gw"
+DOWN, RECOVERED = f"{GW}</b> is down", f"{GW}</b> recovered"
+
+
+def sent_count(api: LocalTelegram, text: str) -> int:
+    return sum(1 for s in api.sent if s.chat_id == ALERT_CHAT and text in s.text)
+
+
+async def sidecar_get(proc: Proc, path: str) -> dict[str, Any] | None:
+    headers = {"Authorization": f"Bearer {SIDECAR_TOKEN}"}
+    try:
+        async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
+            response = await client.get(f"{proc.url}{path}")
+    except httpx.HTTPError:
+        return None
+    body = response.json() if response.status_code == 200 else None
+    return body if isinstance(body, dict) else None
+
+
+def count_is(api: LocalTelegram, text: str, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return sent_count(api, text) == n
+
+    return check
+
+
+def holds_announced(proc: Proc) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        body = await sidecar_get(proc, "/api/alerts")
+        return body is not None and any(a["key"] == GW and a["announced"] for a in body["alerts"])
+
+    return check
+
+
+async def swept(proc: Proc, times: int) -> dict[str, Any]:
+    """Wait for ``times`` more health sweeps of ``proc`` (its own heartbeat); its last status."""
+    seen: list[str | None] = []
+
+    async def check() -> bool:
+        status = await sidecar_get(proc, "/api/status")
+        at = status["checked_at"] if status else None
+        if at is not None and (not seen or seen[-1] != at):
+            seen.append(at)
+        return len(seen) > times
+
+    await until(f"{times} sweep(s) of {proc.log.parent.name}", check, 10, proc)
+    status = await sidecar_get(proc, "/api/status")
+    assert status is not None
+    return status
+
+
+@pytest.mark.slow
+async def test_after_a_takeover_the_standby_sends_no_alert_the_primary_already_sent(
+    watched: tuple[Proc, Proc, LocalTelegram, int],
+):
+    primary, standby, api, port = watched
+    primary.start()
+    standby.start()
+    await until("both nodes answer", lambda: _both_up(primary, standby), 20, primary, standby)
+    await until("the primary polls", primary.polling, 10, primary, standby)
+    await until("the primary says gw is down", count_is(api, DOWN, 1), 10, primary, standby)
+    await until("the standby mirrors it", holds_announced(standby), 10, primary, standby)
+
+    primary.kill()
+    await until("the standby polls", standby.polling, 10, standby)
+    status = await swept(standby, 2)  # its own sweeps see the service down too
+    assert [s["healthy"] for s in status["services"]] == [False]
+    assert sent_count(api, DOWN) == 1  # no second "down", not even from a pending flip
+
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", port)
+    try:
+        await until("gw recovered is sent", count_is(api, RECOVERED, 1), 10, standby)
+        await swept(standby, 2)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (sent_count(api, DOWN), sent_count(api, RECOVERED)) == (1, 1)
+    assert api.conflicts == 0
+
+
+@pytest.mark.slow
+async def test_after_a_yield_the_primary_knows_what_the_standby_announced(
+    watched: tuple[Proc, Proc, LocalTelegram, int],
+):
+    primary, standby, api, _ = watched
+    standby.start()  # the primary is not up: the standby takes over and alerts itself
+    await until("the standby polls", standby.polling, 20, standby)
+    await until("the standby says gw is down", count_is(api, DOWN, 1), 10, standby)
+
+    primary.start()  # it waits while the standby is active, mirroring what it announced
+    await until("the primary polls", primary.polling, 25, primary, standby)
+    assert await standby.polling() is False
+    status = await swept(primary, 2)  # its own sweeps see the service down
+    assert [s["healthy"] for s in status["services"]] == [False]
+    assert sent_count(api, DOWN) == 1
+    assert await holds_announced(primary)()
+    assert "mirrored beta's alerts: down: service:here/gw" in primary.log.read_text()
+
+
+@pytest.mark.slow
+async def test_a_peer_that_refuses_its_alerts_is_logged_once_and_the_watchdog_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Each node has its own sidecar token: the standby's bearer is wrong at the primary (401).
+    monkeypatch.setenv("TEST_FAILOVER_SIDECAR_A", SIDECAR_TOKEN)
+    monkeypatch.setenv("TEST_FAILOVER_SIDECAR_B", SIDECAR_TOKEN[::-1])
+    async with LocalTelegram() as api:
+        p_port, s_port = free_port(), free_port()
+        token_a, token_b = (
+            'token_env = "TEST_FAILOVER_SIDECAR_A"',
+            'token_env = "TEST_FAILOVER_SIDECAR_B"',
+        )
+        a = write(tmp_path, "alpha", "primary", p_port, s_port, api.base_url, sidecar=token_a)
+        b = write(tmp_path, "beta", "standby", s_port, p_port, api.base_url, sidecar=token_b)
+        primary, standby = Proc(a, p_port), Proc(b, s_port)
+        try:
+            primary.start()
+            standby.start()
+            await until("the primary polls", primary.polling, 20, primary, standby)
+
+            async def refused_a_few_times() -> bool:
+                state = await standby.failover()
+                return state is not None and state.get("successes", 0) >= 3
+
+            await until("the standby checks the primary", refused_a_few_times, 10, standby)
+            logged = standby.log.read_text()
+            assert logged.count("cannot mirror the peer's alerts (HTTP 401)") == 1
+            assert (await primary.polling(), await standby.polling()) == (True, False)
+        finally:
+            primary.kill()
+            standby.kill()

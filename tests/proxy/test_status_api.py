@@ -14,7 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from core.alerts import Alerts
+from core.alerts.mirror import AlertMirror, parse_report
 from core.db import Database
+from core.errors import StorageError
+from core.state import StateStore
 from core.statuslog import StatusLog
 from core.tables import status_log
 from proxy.sidecar import Sidecar, SidecarState, create_app
@@ -243,3 +247,30 @@ async def test_fifty_concurrent_posters_lose_nothing_and_store_nothing_twice(sid
     by_id = {r.id: r.message for r in rows}
     for n, poster_ids in enumerate(results):
         assert [by_id[i] for i in poster_ids] == [f"{n}:{i}" for i in range(100)]
+
+
+async def test_get_alerts_needs_the_token_and_answers_what_the_node_provides(start_sidecar, db):
+    mirror = AlertMirror(Alerts(db), StateStore(db))
+    await mirror.alerts.observe("machine:mini", "critical", "<unreachable>")
+
+    async def provide() -> dict[str, object]:
+        return {"active": True, **(await mirror.report())}
+
+    running = await start_sidecar(token="s3cret", trust_loopback=False, alerts=provide)
+    assert (await running.client.get("/api/alerts")).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await running.client.get("/api/alerts", headers=wrong)).status_code == 401
+    answer = await running.client.get("/api/alerts", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200
+    report = parse_report(answer.json())
+    assert (report.node, report.active) == ("test-node", True)
+    assert [(a.key, a.message, a.announced) for a in report.alerts] == [
+        ("machine:mini", "<unreachable>", False)
+    ]
+
+    async def broken() -> dict[str, object]:
+        raise StorageError("database is locked")
+
+    running.state.alerts = broken
+    failed = await running.client.get("/api/alerts", headers={"Authorization": "Bearer s3cret"})
+    assert failed.status_code == 503 and "locked" in failed.json()["error"]
