@@ -11,7 +11,13 @@ copies, at each failover check, what its active peer holds down (``GET /api/aler
 - a key down at both is only settled: this node's pending flips of it are marked notified when
   the peer announced it;
 - this node's pending flips of keys the peer holds up (a recovery the peer already sent) are
-  settled.
+  settled;
+- the peer's active mutes become this node's (a ``/mute`` made before the primary went down
+  for maintenance still holds on the standby that takes over), and a mute the peer no longer
+  has ends here.
+
+Keys of the failover itself (``failover:*``) are about the node that raised them and are not
+mirrored.
 
 So after a takeover the standby's state is what the primary announced, and after a yield the
 primary's is what the standby announced. Updates are conditional as in ``core.alerts.store``;
@@ -22,17 +28,18 @@ the states agree, and the peer's pending flips are its notifier's to send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alerts.store import ATTEMPTS, Alerts
+from core.alerts.store import ATTEMPTS, Alerts, Mute
 from core.errors import StorageError
 from core.state import StateStore
 from core.tables import alert_flips, alert_states, utcnow
@@ -40,6 +47,8 @@ from core.tables import alert_flips, alert_states, utcnow
 # The node_state key holding a random name of the database (nodes sharing it see one name).
 DATABASE_KEY = "alerts:database"
 MAX_KEY = 200
+LOCAL_KEYS = ("failover:",)  # about the node that raised them: never mirrored
+SAME_END = timedelta(seconds=1)  # a mute's end, as the peer and this database store it
 # One conditional change of a key in a transaction: True (changed), False (nothing to do), None
 # (another writer changed the key since it was read: read it again).
 Change = Callable[[AsyncConnection], Awaitable[bool | None]]
@@ -68,6 +77,18 @@ class PeerAlert:
 
 
 @dataclass(frozen=True)
+class PeerMute:
+    """One mute active at the peer (``key``: its pattern, None for every key)."""
+
+    key: str | None
+    until: datetime
+    by: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "until": self.until.isoformat(), "by": self.by}
+
+
+@dataclass(frozen=True)
 class PeerReport:
     """A peer's ``GET /api/alerts`` answer."""
 
@@ -75,6 +96,7 @@ class PeerReport:
     active: bool
     database: str
     alerts: list[PeerAlert]
+    mutes: list[PeerMute] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,11 +105,13 @@ class MirrorResult:
     down: tuple[str, ...] = ()  # keys put down here
     up: tuple[str, ...] = ()  # keys put up here, silently
     settled: int = 0  # pending flips of this node marked notified
+    mutes_added: int = 0  # the peer's mutes made here
+    mutes_ended: int = 0  # mutes ended here because the peer has them no more
     skipped: tuple[str, ...] = ()  # keys another writer kept changing (tried again next time)
 
     @property
     def changed(self) -> bool:
-        return bool(self.down or self.up or self.settled)
+        return bool(self.down or self.up or self.settled or self.mutes_added or self.mutes_ended)
 
     def describe(self) -> str:
         if self.shared:
@@ -99,6 +123,8 @@ class MirrorResult:
             parts.append(f"up: {', '.join(self.up)}")
         if self.settled:
             parts.append(f"{self.settled} pending flip(s) settled")
+        if self.mutes_added or self.mutes_ended:
+            parts.append(f"mutes: {self.mutes_added} added, {self.mutes_ended} ended")
         if self.skipped:
             parts.append(f"contended: {', '.join(self.skipped)}")
         return "; ".join(parts) or "in agreement"
@@ -135,7 +161,32 @@ def parse_report(answer: object) -> PeerReport:
         if at.tzinfo is None:
             raise ValueError(f"{key}: 'since' has no time zone")
         alerts.append(PeerAlert(key, at, message[:2000], announced, silenced[:200]))
-    return PeerReport(node, active, database, alerts)
+    return PeerReport(node, active, database, alerts, _parse_mutes(answer.get("mutes", [])))
+
+
+def _parse_mutes(items: object) -> list[PeerMute]:
+    """The peer's active mutes (a peer that does not send them has none to mirror)."""
+    if not isinstance(items, list):
+        raise ValueError("'mutes' must be a list")
+    mutes = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ValueError("each mute must be an object")
+        key, until, by = item.get("key"), item.get("until"), item.get("by")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
+            raise ValueError(f"a mute's key must be null or 1 to {MAX_KEY} characters")
+        if by is not None and (not isinstance(by, int) or isinstance(by, bool)):
+            raise ValueError("a mute's 'by' must be null or a user id")
+        if not isinstance(until, str):
+            raise ValueError("a mute's 'until' must be a string")
+        try:
+            end = datetime.fromisoformat(until)
+        except ValueError:
+            raise ValueError("a mute's 'until' is not an ISO date and time") from None
+        if end.tzinfo is None:
+            raise ValueError("a mute's 'until' has no time zone")
+        mutes.append(PeerMute(key, end, by))
+    return mutes
 
 
 class AlertMirror:
@@ -167,6 +218,10 @@ class AlertMirror:
         return {
             "database": await self.database(),
             "alerts": [a.as_json() for a in await open_alerts(self.alerts)],
+            "mutes": [
+                PeerMute(m.key, m.until, m.created_by).as_json()
+                for m in await self.alerts.active_mutes()
+            ],
         }
 
     async def apply(self, answer: object, at: datetime | None = None) -> MirrorResult:
@@ -174,7 +229,29 @@ class AlertMirror:
         report = parse_report(answer)
         if report.database == await self.database():
             return MirrorResult(shared=True)
-        return await mirror(self.alerts, report.alerts, peer=report.node, at=at)
+        added, ended = await mirror_mutes(self.alerts, report.mutes, at)
+        result = await mirror(self.alerts, report.alerts, peer=report.node, at=at)
+        return replace(result, mutes_added=added, mutes_ended=ended)
+
+
+async def mirror_mutes(
+    alerts: Alerts, at_peer: Sequence[PeerMute], at: datetime | None = None
+) -> tuple[int, int]:
+    """Make this node's active mutes the peer's: (how many were added, how many ended)."""
+    at = at or utcnow()
+    here = await alerts.active_mutes(at)
+
+    def same(mine: Mute, theirs: PeerMute) -> bool:
+        return mine.key == theirs.key and abs(mine.until - theirs.until) <= SAME_END
+
+    added = 0
+    for mute in at_peer:
+        if mute.until > at and not any(same(m, mute) for m in here):
+            with contextlib.suppress(ValueError):  # it ended in between
+                await alerts.mute(mute.until, key=mute.key, by=mute.by)
+                added += 1
+    gone = [m.id for m in here if not any(same(m, p) for p in at_peer)]
+    return added, await alerts.end_mutes(gone, at) if gone else 0
 
 
 async def open_alerts(alerts: Alerts) -> list[PeerAlert]:
@@ -218,6 +295,7 @@ async def mirror(
     """Make this node's store agree with what the peer holds down (``held``): see the module
     docstring. Every change is conditional; a key another writer keeps changing is skipped."""
     at = at or utcnow()
+    held = [a for a in held if not a.key.startswith(LOCAL_KEYS)]
     at_peer = {a.key: a for a in held}
     async with alerts.db.connect() as conn:
         rows = (await conn.execute(select(alert_states.c.key, alert_states.c.state))).all()
@@ -230,11 +308,11 @@ async def mirror(
             done = await _contended(alerts, partial(_put_down, alert=alert, peer=peer, at=at))
             _count(done, alert.key, down, skipped)
     for key, state in here.items():
-        if state == "down" and key not in at_peer:
+        if state == "down" and key not in at_peer and not key.startswith(LOCAL_KEYS):
             done = await _contended(alerts, partial(_put_up, key=key, peer=peer, at=at))
             _count(done, key, up, skipped)
     settled = await _settle(alerts, at_peer, at)
-    return MirrorResult(False, tuple(down), tuple(up), settled, tuple(skipped))
+    return MirrorResult(down=tuple(down), up=tuple(up), settled=settled, skipped=tuple(skipped))
 
 
 def _count(done: bool | None, key: str, changed: list[str], skipped: list[str]) -> None:

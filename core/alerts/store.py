@@ -406,6 +406,13 @@ class Alerts:
         async with self.db.begin() as conn:
             return int((await conn.execute(query.values(ended_at=now))).rowcount)
 
+    async def end_mutes(self, ids: list[int], at: datetime | None = None) -> int:
+        """End the active mutes with these ids; how many ended."""
+        at = at or utcnow()
+        query = update(mutes).where(mutes.c.id.in_(ids), _active(at)).values(ended_at=at)
+        async with self.db.begin() as conn:
+            return int((await conn.execute(query)).rowcount)
+
     async def active_mutes(self, at: datetime | None = None) -> list[Mute]:
         at = at or utcnow()
         query = select(mutes).where(_active(at)).order_by(mutes.c.until)

@@ -142,6 +142,41 @@ async def test_a_muted_key_at_the_peer_is_mirrored_silenced_and_its_recovery_sta
     assert up is not None and up.suppressed  # nobody was told it was down
 
 
+async def test_the_peers_mutes_hold_here_and_end_here_when_they_end_there(here, peer):
+    await peer.alerts.mute(utcnow() + timedelta(hours=1), key="mini", by=7)
+    await peer.alerts.mute(utcnow() + timedelta(minutes=30), by=8)
+    result = await here.apply(await answer(peer))
+    assert (result.mutes_added, result.mutes_ended) == (2, 0)
+    mine = sorted(await here.alerts.active_mutes(), key=lambda m: m.key or "")
+    assert [(m.key, m.created_by) for m in mine] == [(None, 8), ("mini", 7)]
+    again = await here.apply(await answer(peer))
+    assert (again.mutes_added, again.mutes_ended) == (0, 0) and not again.changed
+    assert await peer.alerts.unmute("mini") == 1
+    ended = await here.apply(await answer(peer))
+    assert (ended.mutes_added, ended.mutes_ended) == (0, 1)
+    assert [m.key for m in await here.alerts.active_mutes()] == [None]
+
+
+async def test_after_a_takeover_a_key_held_by_the_peers_mute_stays_silent_until_it_ends(here, peer):
+    until = utcnow() + timedelta(minutes=30)
+    await peer.alerts.mute(until, key="machine:mini")
+    await peer.alerts.observe("machine:mini", "critical", "planned reboot")
+    await here.apply(await answer(peer))
+    # This node now talks to Telegram: its notifier looks for follow-ups.
+    assert await here.alerts.follow_ups() == []
+    (told,) = await here.alerts.follow_ups(until + timedelta(seconds=1))
+    assert (told.kind, told.key, told.new_state) == ("unsilenced", "machine:mini", "down")
+
+
+async def test_the_failovers_own_keys_are_not_mirrored(here, peer):
+    await peer.alerts.observe("failover:split-brain", "critical", "409 Conflict on alpha")
+    await here.alerts.observe("failover:split-brain", "critical", "409 Conflict on beta")
+    result = await here.apply(await answer(peer))
+    assert (result.down, result.up) == ((), ())
+    state = await here.alerts.state("failover:split-brain")
+    assert state is not None and state.last_message == "409 Conflict on beta"
+
+
 async def test_a_shared_database_is_left_untouched(db):
     primary = AlertMirror(Alerts(db), StateStore(db))
     standby = AlertMirror(Alerts(db), StateStore(db))
@@ -183,6 +218,10 @@ async def test_malformed_answers_are_refused_whole(here, peer):
         one(since="2025-01-01T00:00:00"),
         one(announced="no"),
         one(message=None),
+        {**good, "mutes": {}},
+        {**good, "mutes": [{"key": "", "until": now}]},
+        {**good, "mutes": [{"key": None, "until": "2025-01-01T00:00:00"}]},
+        {**good, "mutes": [{"key": None, "until": now, "by": True}]},
     ]
     for body in bad:
         with pytest.raises(ValueError):
