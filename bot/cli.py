@@ -59,6 +59,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     notes = [f"`clawops run` refuses to start here: {r}" for r in startup_refusals(config)]
     if config.telegram_token() is None:
         notes.append(f"{config.telegram.token_env} is not set: Telegram will be off")
+    elif problem := config.alert_chat_problem():
+        notes.append(problem)
     for note in notes:
         print(f"  note: {note}")
     return 0

@@ -222,6 +222,8 @@ class Node:
             ) from None
         self._started.append("bot")
         self._start_notifier(self.config.alert_chat_id)
+        if problem := self.config.alert_chat_problem():
+            log.warning("alerts: %s", problem)
         # The watchdog decides who polls: the primary unless its standby has taken over.
         self.failover = Watchdog(self)
         self.bot.on_conflict = self.failover.on_conflict

@@ -108,6 +108,17 @@ class Config(_Model):
             return self.alerts.alert_chat
         return self.telegram.alert_chat_id
 
+    def alert_chat_problem(self) -> str | None:
+        """Why presses in the alert chat would be ignored (it is neither an allowed chat nor an
+        admin's private chat), or None."""
+        chat, t = self.alert_chat_id, self.telegram
+        if chat is None or chat in t.allowed_chats or chat in t.admins:
+            return None
+        return (
+            f"alerts go to chat {chat}, which is not in telegram.allowed_chats nor an admin's "
+            "private chat: presses there are ignored, so its alert buttons do nothing"
+        )
+
     def settle_for(self, service: ServiceConfig) -> timedelta:
         """The settle window of a restart of ``service``: its own, else the global one."""
         return service.restart_settle or self.restart_settle

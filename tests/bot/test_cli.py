@@ -115,6 +115,20 @@ def test_check_config_lists_every_problem_and_exits_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_notes_an_alert_chat_where_buttons_would_be_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHECK_BOT_TOKEN", "123456:token")
+    config = tmp_path / "alerts.toml"
+    config.write_text(
+        '[telegram]\ntoken_env = "CHECK_BOT_TOKEN"\nallowed_chats = [-100]\nadmins = [7]\n'
+        "[alerts]\nalert_chat = -200\n"
+    )
+    result = clawops("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "alerts go to chat -200, which is not in telegram.allowed_chats" in result.stdout
+    config.write_text(config.read_text().replace("-200", "7"))  # an admin's private chat
+    assert "alerts go to chat" not in clawops("check-config", "--config", str(config)).stdout
+
+
 def test_check_config_refuses_a_missing_file(tmp_path):
     result = clawops("check-config", "--config", str(tmp_path / "missing.toml"))
     assert result.returncode == 1 and "does not exist" in result.stderr
