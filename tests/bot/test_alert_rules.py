@@ -127,3 +127,23 @@ async def test_a_key_still_down_when_its_mute_ends_is_announced_once_then(make_n
     await post(node, "ios-dev", "ok", "built")
     texts = await until_sent(tg, lambda t: any("job:ios-dev</b> recovered" in x for x in t))
     assert len([x for x in texts if "ios-dev" in x]) == 2
+
+
+async def test_a_key_still_down_when_its_maintenance_window_ends_is_announced_once_then(
+    make_node, tg
+):
+    # A window that opened at the start of this minute and ends a few seconds from now.
+    now = utcnow()
+    start = now.replace(second=0, microsecond=0)
+    length = int((now - start).total_seconds()) + 4
+    cron = f"{start.minute} {start.hour} * * *"
+    window = {"name": "deploy", "match": "job:deploy", "cron": cron, "duration": f"{length}s"}
+    node = await make_node(maintenance=[window])
+    await post(node, "deploy", "critical", "migration failed")
+    await post(node, "crm", "critical", "crm down")
+    await until_sent(tg, lambda t: any("job:crm" in x for x in t))
+    assert not any("job:deploy" in x for x in alerts(tg)), "held back in the window"
+    texts = await until_sent(tg, lambda t: any("job:deploy" in x for x in t))
+    (told,) = [x for x in texts if "job:deploy" in x]
+    assert told.startswith("🔴 <b>job:deploy</b> is down (its silence is over)\n")
+    assert "held back while maintenance window deploy until" in told
