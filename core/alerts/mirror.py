@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alerts.store import ATTEMPTS, Alerts, Mute
+from core.alerts.store import ATTEMPTS, Alerts, Flip, Mute
 from core.errors import StorageError
 from core.state import StateStore
 from core.tables import alert_flips, alert_states, utcnow
@@ -385,41 +385,11 @@ async def _put_down(
 
 
 async def _put_up(conn: AsyncConnection, key: str, peer: str, at: datetime) -> bool | None:
-    row = (await conn.execute(select(alert_states).where(alert_states.c.key == key))).first()
-    if row is None or row.state != "down":
-        return False
-    result = await conn.execute(
-        update(alert_states)
-        .where(
-            alert_states.c.key == key,
-            alert_states.c.state == "down",
-            alert_states.c.changed_at == row.changed_at,
-        )
-        .values(
-            state="up",
-            failures=0,
-            successes=0,
-            changed_at=at,
-            last_message=f"up at {peer}",
-            announced="up",
-            held=False,
-            reminded_at=None,
-        )
+    flip = Flip(
+        0, key, "down", "up", at, f"not down at {peer}", True, "mirrored", f"mirrored from {peer}"
     )
-    if result.rowcount != 1:
-        return None
-    await _insert_flip(
-        conn,
-        key,
-        "down",
-        "up",
-        at,
-        f"not down at {peer}",
-        suppressed=True,
-        silenced_by=f"mirrored from {peer}",
-        notified=True,
-    )
-    return True
+    settled = await Alerts.settle_in(conn, flip, last_message=f"up at {peer}")
+    return None if settled is None else bool(settled)
 
 
 async def _insert_flip(

@@ -230,34 +230,45 @@ class Alerts:
         at = at or utcnow()
         for _ in range(ATTEMPTS):
             async with self.db.begin() as conn:
-                row = (
-                    await conn.execute(select(alert_states).where(alert_states.c.key == key))
-                ).first()
-                if row is None or row.state != "down":
-                    return None
-                result = await conn.execute(
-                    update(alert_states)
-                    .where(
-                        alert_states.c.key == key,
-                        alert_states.c.state == "down",
-                        alert_states.c.changed_at == row.changed_at,
-                    )
-                    .values(
-                        state="up",
-                        failures=0,
-                        successes=0,
-                        changed_at=at,
-                        last_message=reason[:2000],
-                        announced="up",  # whoever settles it says so (the /pause reply)
-                        held=False,
-                        reminded_at=None,
-                    )
-                )
-                if result.rowcount == 1:
-                    flip = Flip(0, key, "down", "up", at, reason[:2000], True, silenced_by=reason)
-                    return await self._store_flip(conn, flip)
+                flip = Flip(0, key, "down", "up", at, reason[:2000], True, silenced_by=reason)
+                settled = await self.settle_in(conn, flip, last_message=reason)
+            if settled is not None:
+                return settled or None
             await asyncio.sleep(0.005)
         raise StorageError(f"could not settle {key!r}: too much contention")
+
+    @classmethod
+    async def settle_in(
+        cls, conn: AsyncConnection, flip: Flip, last_message: str
+    ) -> Flip | Literal[False] | None:
+        """In ``conn``'s transaction: put ``flip.key`` up silently and store ``flip`` (a
+        suppressed down→up). False when the key is not down, None when another writer changed
+        it since it was read (roll back and try again)."""
+        key = flip.key
+        row = (await conn.execute(select(alert_states).where(alert_states.c.key == key))).first()
+        if row is None or row.state != "down":
+            return False
+        result = await conn.execute(
+            update(alert_states)
+            .where(
+                alert_states.c.key == key,
+                alert_states.c.state == "down",
+                alert_states.c.changed_at == row.changed_at,
+            )
+            .values(
+                state="up",
+                failures=0,
+                successes=0,
+                changed_at=flip.at,
+                last_message=last_message[:2000],
+                announced="up",  # whoever settles it says so (the /pause reply)
+                held=False,
+                reminded_at=None,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        return await cls._store_flip(conn, flip)
 
     async def follow_ups(self, at: datetime | None = None) -> list[Flip]:
         """Store what is due about keys that did not change (sent like flips, by the notifier):
