@@ -29,6 +29,7 @@ import contextlib
 import html
 import os
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -176,6 +177,11 @@ async def in_thread(func: Callable[..., T], *args: Any) -> T:
             future.set_result(value)
 
     def work() -> None:
+        # Ctrl-C must reach the main thread. A SIGINT the kernel hands to this thread instead
+        # only trips Python's flag, and the main thread, asleep in the event loop's epoll (no
+        # wakeup fd with asyncio.run's SIGINT handler), would not see it until its next event.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             value, error = func(*args), None
         except BaseException as exc:  # handed to the awaiting task, which decides

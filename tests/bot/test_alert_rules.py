@@ -112,38 +112,34 @@ async def test_a_maintenance_window_holds_back_its_keys_alerts_only(make_node, t
     assert held.state == "down"
 
 
-async def test_a_key_still_down_when_its_mute_ends_is_announced_once_then(make_node, tg):
-    node = await make_node()
-    await node.alerts.mute(utcnow() + timedelta(seconds=1.5), key="job:ios-*")
-    await post(node, "ios-dev", "critical", "xcodebuild failed")
-    await post(node, "crm", "critical", "crm down")
-    await until_sent(tg, lambda t: any("job:crm" in x for x in t))
-    assert not any("ios-dev" in x for x in alerts(tg)), "held back while muted"
-    texts = await until_sent(tg, lambda t: any("ios-dev" in x for x in t))
-    (told,) = [x for x in texts if "ios-dev" in x]
-    assert told.startswith("🔴 <b>job:ios-dev</b> is down (its silence is over)\ndown for ")
-    assert "held back while muted until" in told and told.endswith("xcodebuild failed")
-    # Once: the next rounds of the notifier store nothing more about it.
-    await post(node, "ios-dev", "ok", "built")
-    texts = await until_sent(tg, lambda t: any("job:ios-dev</b> recovered" in x for x in t))
-    assert len([x for x in texts if "ios-dev" in x]) == 2
-
-
-async def test_a_key_still_down_when_its_maintenance_window_ends_is_announced_once_then(
-    make_node, tg
+@pytest.mark.parametrize("silence", ["mute", "maintenance window"])
+async def test_a_key_still_down_when_its_silence_ends_is_announced_once_then(
+    make_node, tg, silence
 ):
-    # A window that opened at the start of this minute and ends a few seconds from now.
-    now = utcnow()
-    start = now.replace(second=0, microsecond=0)
-    length = int((now - start).total_seconds()) + 4
-    cron = f"{start.minute} {start.hour} * * *"
-    window = {"name": "deploy", "match": "job:deploy", "cron": cron, "duration": f"{length}s"}
-    node = await make_node(maintenance=[window])
+    if silence == "mute":
+        node = await make_node()
+        await node.alerts.mute(utcnow() + timedelta(seconds=3), key="job:deploy*")
+        held = "held back while muted until"
+    else:  # a window that opened at the start of this minute and ends seconds from now
+        now = utcnow()
+        start = now.replace(second=0, microsecond=0)
+        length = int((now - start).total_seconds()) + 6
+        cron = f"{start.minute} {start.hour} * * *"
+        window = {"name": "deploy", "match": "job:deploy", "cron": cron, "duration": f"{length}s"}
+        node = await make_node(maintenance=[window])
+        held = "held back while maintenance window deploy until"
     await post(node, "deploy", "critical", "migration failed")
     await post(node, "crm", "critical", "crm down")
     await until_sent(tg, lambda t: any("job:crm" in x for x in t))
-    assert not any("job:deploy" in x for x in alerts(tg)), "held back in the window"
+    assert not any("job:deploy" in x for x in alerts(tg)), f"held back by the {silence}"
     texts = await until_sent(tg, lambda t: any("job:deploy" in x for x in t))
     (told,) = [x for x in texts if "job:deploy" in x]
-    assert told.startswith("🔴 <b>job:deploy</b> is down (its silence is over)\n")
-    assert "held back while maintenance window deploy until" in told
+    assert told.startswith("🔴 <b>job:deploy</b> is down (its silence is over)\ndown for ")
+    assert held in told and told.endswith("migration failed")
+    # Once: the next rounds of the notifier store nothing more about it.
+    await post(node, "deploy", "ok", "migrated")
+    texts = await until_sent(tg, lambda t: any("job:deploy</b> recovered" in x for x in t))
+    assert [x for x in texts if "job:deploy" in x] == [
+        told,
+        "✅ <b>job:deploy</b> recovered\nmigrated",
+    ]

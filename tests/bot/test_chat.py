@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.chat import in_thread
 from bot.node import LOCAL_OPERATOR, Node
 from core.config import LoadedConfig, parse_config
 from tests.auxil.net import free_port
@@ -201,6 +202,14 @@ async def test_ctrl_c_ends_the_session_quietly(terminal):
     terminal.type("\x03")
     assert await terminal.exit_status() == 0
     assert "Traceback" not in terminal.output and "KeyboardInterrupt" not in terminal.output
+
+
+async def test_the_input_thread_leaves_ctrl_c_to_the_main_thread():
+    # A process-directed SIGINT (Ctrl-C) then always interrupts the main thread's wait in the
+    # event loop; handed to the input thread, it went unseen until the loop's next event.
+    mask = await in_thread(signal.pthread_sigmask, signal.SIG_BLOCK, set())
+    assert signal.SIGINT in mask
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 async def test_the_client_says_so_and_exits_1_when_the_node_goes_away(node_and_config, terminal):
