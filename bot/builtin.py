@@ -93,7 +93,10 @@ async def status_command(ctx: Context) -> Reply:
     lines.append("")
     if alerts:
         lines.append(f"<b>Open alerts ({len(alerts)})</b>")
-        lines += [f"🔴 {esc(a['key'])}: {esc(a['message'][:120])}" for a in alerts[:10]]
+        for a in alerts[:10]:
+            held = await node.alerts.silenced_by(a["key"])
+            note = f" · 🔕 {esc(held)}" if held else ""
+            lines.append(f"🔴 {esc(a['key'])}: {esc(a['message'][:120])}{note}")
     else:
         lines.append("No open alerts.")
     if silenced := await silence_line(node):

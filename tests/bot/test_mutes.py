@@ -167,10 +167,15 @@ async def test_mutes_lists_the_mutes_and_the_windows(node, tg):
 async def test_status_shows_the_mutes_and_the_open_windows(node, tg):
     until = utcnow() + timedelta(hours=1)
     await node.alerts.mute(until, key="service:here/*", by=ADMIN)
+    await node.alerts.observe("service:here/web", "critical", "refused")
+    await node.alerts.observe("machine:elsewhere", "critical", "unreachable")
     (reply,) = await say(tg, GROUP, VIEWER, "/status")
     line = next(x for x in reply.text.splitlines() if x.startswith("🔕"))
     assert line.startswith(f"🔕 Muted: service:here/* until {until:%H:%M} UTC · 🛠 Maintenance: ")
     assert "lume update until " in line and "new year" not in line
+    # An open alert says what holds it back; one nothing silences says nothing more.
+    assert f"🔴 service:here/web: refused · 🔕 muted until {until:%Y-%m-%d %H:%M} UTC" in reply.text
+    assert "🔴 machine:elsewhere: unreachable\n" in reply.text
 
 
 async def test_nothing_is_muted_then_unmute_ends_a_pattern(quiet, tg):
