@@ -2,17 +2,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import insert, inspect, select, text
 
 from bot.node import head_revision
 from core.db import Database, DatabaseProbe
 from core.errors import DatabaseUnavailable, StorageError
-from core.tables import job_runs, metadata
+from core.tables import alert_states, job_runs, metadata
 from tests.auxil.tcpproxy import TcpProxy, through
+from tests.conftest import PG_ADMIN
 
 
 async def test_migrations_create_every_table_and_reach_head(db: Database):
@@ -235,3 +238,47 @@ async def test_the_probe_reuses_its_answer_for_max_age(silenceable, proxy):
 def test_a_timeout_that_is_not_positive_is_refused():
     with pytest.raises(ValueError, match="positive"):
         Database("sqlite+aiosqlite://", timeout=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def blank_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    """A database with no tables yet, on each backend (PostgreSQL: made for this test)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
+        return
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
+    name = f"clawops_blank_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        try:
+            yield f"{base}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_keys_down_before_the_alert_follow_ups_migration_count_as_announced(blank_url):
+    db = Database(blank_url)
+    try:
+        await db.upgrade("0006")
+        async with db.begin() as conn:
+            for key, state in (("machine:mini", "down"), ("job:rnd", "up")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO alert_states (key, state, failures, successes, changed_at,"
+                        " last_message) VALUES (:key, :state, 0, 0, :at, '')"
+                    ),
+                    {"key": key, "state": state, "at": datetime.now(UTC).isoformat()},
+                )
+        await db.upgrade()
+        async with db.connect() as conn:
+            rows = (await conn.execute(select(alert_states))).all()
+        assert {r.key: (r.announced, r.held, r.reminded_at) for r in rows} == {
+            "machine:mini": ("down", False, None),
+            "job:rnd": ("up", False, None),
+        }
+    finally:
+        await db.close()
