@@ -123,7 +123,7 @@ async def test_a_key_still_down_when_its_silence_ends_is_announced_once_then(
     else:  # a window that opened at the start of this minute and ends seconds from now
         now = utcnow()
         start = now.replace(second=0, microsecond=0)
-        length = int((now - start).total_seconds()) + 6
+        length = int((now - start).total_seconds()) + 8
         cron = f"{start.minute} {start.hour} * * *"
         window = {"name": "deploy", "match": "job:deploy", "cron": cron, "duration": f"{length}s"}
         node = await make_node(maintenance=[window])
@@ -132,7 +132,7 @@ async def test_a_key_still_down_when_its_silence_ends_is_announced_once_then(
     await post(node, "crm", "critical", "crm down")
     await until_sent(tg, lambda t: any("job:crm" in x for x in t))
     assert not any("job:deploy" in x for x in alerts(tg)), f"held back by the {silence}"
-    texts = await until_sent(tg, lambda t: any("job:deploy" in x for x in t))
+    texts = await until_sent(tg, lambda t: any("job:deploy" in x for x in t), 20)
     (told,) = [x for x in texts if "job:deploy" in x]
     assert told.startswith("🔴 <b>job:deploy</b> is down (its silence is over)\ndown for ")
     assert held in told and told.endswith("migration failed")
