@@ -348,6 +348,16 @@ async def _main(
         await chat.close()
 
 
+def _ctrl_c_ends() -> None:
+    """An interactive session ends on Ctrl-C, even one started with SIGINT ignored or blocked
+    (both are inherited across exec: `nohup`, a background job of a script, some CI runners);
+    then Python installs no handler, asyncio.run none either, and Ctrl-C would do nothing."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_chat(
     url: str,
     secret: str,
@@ -357,6 +367,8 @@ def run_chat(
     once: str | None,
     history: Path | None = None,
 ) -> int:
+    if once is None and sys.stdin.isatty():
+        _ctrl_c_ends()
     try:
         code = asyncio.run(_main(url, secret, user_id, chat_id, username, once, history))
     except KeyboardInterrupt:

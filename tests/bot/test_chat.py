@@ -12,7 +12,7 @@ import stat
 import subprocess
 import termios
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -35,7 +35,9 @@ class Terminal:
     """A program on a pseudo-terminal: what it prints is collected by a thread; ``expect``
     waits (with a deadline) for text that has not been matched yet."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], preexec: Callable[[], None] = _take_terminal
+    ) -> None:
         master, slave = pty.openpty()
         self.proc = subprocess.Popen(
             argv,
@@ -44,7 +46,7 @@ class Terminal:
             stderr=slave,
             env=env,
             start_new_session=True,
-            preexec_fn=_take_terminal,
+            preexec_fn=preexec,
         )
         os.close(slave)
         self.master = master
@@ -202,6 +204,27 @@ async def test_ctrl_c_ends_the_session_quietly(terminal):
     terminal.type("\x03")
     assert await terminal.exit_status() == 0
     assert "Traceback" not in terminal.output and "KeyboardInterrupt" not in terminal.output
+
+
+def _take_terminal_deaf_to_ctrl_c() -> None:
+    """A child started as `nohup` or a script's background job starts it: SIGINT ignored, and
+    here blocked too (both survive exec)."""
+    _take_terminal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+async def test_ctrl_c_ends_a_session_started_with_sigint_ignored_and_blocked(node_and_config):
+    _, path = node_and_config
+    env = {**os.environ, "TERM": "xterm", "CLAWOPS_TELEGRAM_TOKEN": ""}
+    argv = [*CLAWOPS, "chat", "--config", str(path)]
+    term = Terminal(argv, env, preexec=_take_terminal_deaf_to_ctrl_c)
+    try:
+        await term.expect("> ")
+        term.type("\x03")
+        assert await term.exit_status() == 0
+    finally:
+        term.close()
 
 
 async def test_the_input_thread_leaves_ctrl_c_to_the_main_thread():
