@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
-import psycopg
 import pytest
 from sqlalchemy import insert, inspect, select, text
 
@@ -15,7 +13,7 @@ from core.db import Database, DatabaseProbe
 from core.errors import DatabaseUnavailable, StorageError
 from core.tables import alert_states, job_runs, metadata
 from tests.auxil.tcpproxy import TcpProxy, through
-from tests.conftest import PG_ADMIN
+from tests.conftest import fresh_pg_database
 
 
 async def test_migrations_create_every_table_and_reach_head(db: Database):
@@ -241,23 +239,13 @@ def test_a_timeout_that_is_not_positive_is_refused():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def blank_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A database with no tables yet, on each backend (PostgreSQL: made for this test)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
         return
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    name = f"clawops_blank_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-        try:
-            yield f"{base}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("clawops_blank") as url:
+        yield url
 
 
 async def test_keys_down_before_the_alert_follow_ups_migration_count_as_announced(blank_url):
