@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import tarfile
 import tempfile
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,14 +42,36 @@ def backup_key(now: datetime | None = None) -> str:
     return f"{PREFIX}{stamp}.tar.gz"
 
 
-async def backup(buckets: Buckets, bucket: str, home: Path) -> str:
-    """Upload a tarball of ``home`` to ``bucket``; return its key."""
+@dataclass(frozen=True)
+class Made:
+    """A backup uploaded: its key, size in bytes, seconds taken, method, older ones pruned."""
+
+    key: str
+    size: int
+    seconds: float
+    method: str
+    pruned: int = 0
+
+    def answer(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "seconds": round(self.seconds, 3),
+            "method": self.method,
+            "pruned": self.pruned,
+        }
+
+
+async def backup(buckets: Buckets, bucket: str, home: Path) -> Made:
+    """Upload a tarball of ``home`` to ``bucket``."""
+    started = time.monotonic()
     key = backup_key()
     with tempfile.TemporaryDirectory(prefix="clawops-backup-") as tmp:
         archive = Path(tmp) / "claw.tar.gz"
         await asyncio.to_thread(_archive, home, archive)
+        size = archive.stat().st_size
         await buckets.upload(bucket, key, archive)
-    return key
+    return Made(key, size, time.monotonic() - started, "tarball")
 
 
 async def restore_newest(buckets: Buckets, bucket: str, home: Path) -> str | None:

@@ -20,7 +20,7 @@ import signal
 import socket
 from typing import Any
 
-from agent.backup import backup, restore_newest
+from agent.backup import Made, backup, restore_newest
 from agent.claw import Claw, ProcessIdentity, identify, kill_group, write_private
 from agent.config import AgentConfig
 from core.buckets import Buckets, S3Settings
@@ -205,7 +205,8 @@ class Fleet:
             await asyncio.to_thread(shutil.rmtree, claw.home, True)
             claw.log_path.unlink(missing_ok=True)
 
-    async def backup(self, claw_id: str) -> str:
+    async def backup(self, claw_id: str, keep: int | None = None) -> Made:
+        """Back ``claw_id`` up into its bucket; with ``keep``, only the newest ``keep`` stay."""
         claw = self.get(claw_id)
         if not claw.bucket:
             raise Refused(400, f"claw {claw_id} has no bucket")

@@ -23,6 +23,7 @@ from agent.fleet import Fleet, Refused
 from core.buckets import check_bucket_name
 from core.errors import InputError
 from core.httpedge import Edge, error_response, host_names, install_edge, read_json
+from core.version import clawops_version
 
 log = logging.getLogger("clawops.agent")
 FLEET = web.AppKey("fleet", Fleet)
@@ -85,9 +86,22 @@ async def delete_claw(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+def parse_backup(body: Any) -> int | None:
+    """The optional ``keep``: how many of the newest backups to keep (older ones deleted)."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object")
+    keep = body.get("keep")
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise InputError("keep must be a positive integer")
+    return keep
+
+
 async def backup_claw(request: web.Request) -> web.Response:
-    key = await request.app[FLEET].backup(request.match_info["id"])
-    return web.json_response({"ok": True, "key": key})
+    keep = parse_backup(await read_json(request) if request.can_read_body else None)
+    made = await request.app[FLEET].backup(request.match_info["id"], keep)
+    return web.json_response({"ok": True, **made.answer()})
 
 
 async def approve_claw_device(request: web.Request) -> web.Response:
@@ -118,7 +132,8 @@ async def health(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     disk = shutil.disk_usage(fleet.config.state_dir)
     return web.json_response({
-        "ok": True, "capacity": fleet.config.max_claws, "claws": len(fleet.claws),
+        "ok": True, "version": clawops_version(), "portRange": fleet.config.port_range,
+        "capacity": fleet.config.max_claws, "claws": len(fleet.claws),
         "load1": round(os.getloadavg()[0], 2), "memoryPercent": memory_percent(),
         "diskPercent": round(100.0 * disk.used / disk.total, 1),
     })  # fmt: skip

@@ -54,6 +54,21 @@ class AgentHealth:
     load1: float
     memory_percent: float
     disk_percent: float
+    version: str = "unknown"  # the agent's clawops version (an older agent does not say)
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup the agent made and uploaded: its key in the claw's bucket, its size in bytes,
+    how long it took, how (``openclaw``: the gateway's own ``openclaw backup create``;
+    ``tarball``: the claw's home, where that command is unavailable), and the older backups it
+    deleted to keep the newest ``keep``."""
+
+    key: str
+    size: int
+    seconds: float
+    method: str
+    pruned: int = 0
 
 
 class AgentClient:
@@ -117,12 +132,24 @@ class AgentClient:
         path = f"/claws/{claw_id}/restart"
         return _claw((await self._call("POST", path, {}, idempotent=False)).get("claw"), path)
 
-    async def backup(self, claw_id: str) -> str:
+    async def backup(self, claw_id: str, keep: int | None = None) -> BackupInfo:
+        """Back the claw up into its bucket; with ``keep``, delete all but the newest ``keep``."""
         path = f"/claws/{claw_id}/backup"
-        key = (await self._call("POST", path, {}, idempotent=False)).get("key")
+        body = {} if keep is None else {"keep": keep}
+        answer = await self._call("POST", path, body, idempotent=False)
+        key = answer.get("key")
         if not isinstance(key, str) or not key:
             raise RemoteError(f"agent {self.base_url}: POST {path}: answer has no backup key")
-        return key
+        try:
+            return BackupInfo(
+                key=key,
+                size=_int(answer.get("size", 0)),
+                seconds=float(answer.get("seconds", 0.0)),
+                method=str(answer.get("method", "tarball")),
+                pruned=_int(answer.get("pruned", 0)),
+            )
+        except (TypeError, ValueError):
+            raise RemoteError(f"agent {self.base_url}: POST {path}: malformed answer") from None
 
     async def approve_device(self, claw_id: str, device_id: str, public_key: str) -> str:
         """Approve a device on the claw's gateway; ``approved``, or ``paired`` if it already was.
@@ -146,6 +173,7 @@ class AgentClient:
                 load1=float(answer["load1"]),
                 memory_percent=float(answer["memoryPercent"]),
                 disk_percent=float(answer["diskPercent"]),
+                version=str(answer.get("version") or "unknown")[:64],
             )
         except (KeyError, TypeError, ValueError):
             raise RemoteError(f"agent {self.base_url}: GET /health: malformed answer") from None

@@ -59,10 +59,28 @@ class Claw:
     created_by: int | None
     created_at: datetime
     updated_at: datetime
+    # The gateway as the claws_health job last saw it (core/clawwatch.py), soft delete, backups.
+    gateway_state: str | None = None
+    gateway_restarts: int = 0
+    gateway_error: str = ""
+    gateway_since: datetime | None = None
+    checked_at: datetime | None = None
+    deleted_at: datetime | None = None
+    backup_key: str | None = None
+    backup_at: datetime | None = None
 
     @property
     def agent_id(self) -> str:
         return f"claw-{self.id}"
+
+    @property
+    def alert_key(self) -> str:
+        return f"claw:{self.org}/{self.slug}"
+
+    @property
+    def gateway_link(self) -> str | None:
+        """The gateway's page through its tunnel (the seed's "OpenClaw Gateway" button)."""
+        return f"https://{self.tunnel_hostname}" if self.tunnel_hostname else None
 
 
 _Strings = list[str]
@@ -399,4 +417,8 @@ def _claw(row: Any) -> Claw:
         mini_port=row.mini_port, tunnel_hostname=row.tunnel_hostname, gateway_url=gateway,
         bucket=row.bucket, steps=list(json.loads(row.steps or "[]")), error=row.error,
         created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
+        gateway_state=row.gateway_state, gateway_restarts=row.gateway_restarts or 0,
+        gateway_error=row.gateway_error or "", gateway_since=row.gateway_since,
+        checked_at=row.checked_at, deleted_at=row.deleted_at, backup_key=row.backup_key,
+        backup_at=row.backup_at,
     )  # fmt: skip

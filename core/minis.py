@@ -48,6 +48,16 @@ class Mini:
     status: str
     last_seen: datetime | None
     used: int = 0
+    # What the claws_health job saw (core/clawwatch.py): the agent answers; its version; why not.
+    reachable: bool = True
+    agent_version: str | None = None
+    health_error: str = ""
+
+    @property
+    def state(self) -> str:
+        """What placement and /minis go by: ``offline`` while the agent does not answer, else
+        the operator's status (online, draining, offline)."""
+        return self.status if self.reachable else "offline"
 
     @property
     def ports(self) -> str:
@@ -121,7 +131,8 @@ def mini_from_row(row: Any, used: int = 0) -> Mini:
         agent_token_env=row.agent_token_env, agent_token_sealed=row.agent_token_sealed,
         tunnel_suffix=row.tunnel_suffix, gateway_host=row.gateway_host, port_low=row.port_low,
         port_high=row.port_high, capacity=row.capacity, status=row.status,
-        last_seen=row.last_seen, used=used,
+        last_seen=row.last_seen, used=used, reachable=bool(row.reachable),
+        agent_version=row.agent_version, health_error=row.health_error or "",
     )  # fmt: skip
 
 

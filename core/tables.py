@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 
 metadata = MetaData(
@@ -224,9 +225,17 @@ mac_minis = Table(
     Column("port_low", Integer, nullable=False),
     Column("port_high", Integer, nullable=False),
     Column("capacity", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # online | draining | offline
+    # What the operator set: online | draining (| offline, set by hand or `minis add --offline`).
+    Column("status", String(16), nullable=False),
     Column("last_seen", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # What the claws_health job saw: the agent answers (after ``successes`` answers in a row) or
+    # not (after ``failures`` misses in a row); the counts of the current run; its version.
+    Column("reachable", Boolean, nullable=False, server_default=true()),
+    Column("misses", Integer, nullable=False, server_default="0"),
+    Column("hits", Integer, nullable=False, server_default="0"),
+    Column("agent_version", String(64), nullable=True),
+    Column("health_error", Text, nullable=False, server_default=""),
 )
 
 claws = Table(
@@ -235,7 +244,7 @@ claws = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("org", String(64), nullable=False),
     Column("slug", String(64), nullable=False),
-    # provisioning | active | error | deleting
+    # provisioning | active | error | deleting | deleted (kept with its bucket until purged)
     Column("status", String(16), nullable=False),
     Column("mini_id", Id, ForeignKey("mac_minis.id"), nullable=True),
     Column("mini_port", Integer, nullable=True),
@@ -248,6 +257,18 @@ claws = Table(
     Column("created_by", BigInteger, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The gateway as the claws_health job last saw it on its agent: running | starting |
+    # restarting | stopped | handshake | missing; restarts counted by the agent; since when.
+    Column("gateway_state", String(16), nullable=True),
+    Column("gateway_restarts", Integer, nullable=False, server_default="0"),
+    Column("gateway_error", Text, nullable=False, server_default=""),
+    Column("gateway_since", UtcDateTime, nullable=True),
+    Column("checked_at", UtcDateTime, nullable=True),
+    # Soft delete: when it became ``deleted`` (purged ``claws.deleted_retention`` later).
+    Column("deleted_at", UtcDateTime, nullable=True),
+    # The newest backup made through clawops (key in the claw's bucket) and when.
+    Column("backup_key", String(300), nullable=True),
+    Column("backup_at", UtcDateTime, nullable=True),
     UniqueConstraint("org", "slug"),
     UniqueConstraint("mini_id", "mini_port"),
 )

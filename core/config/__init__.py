@@ -3,7 +3,10 @@
 from core.config._alerts import AlertRule, AlertsConfig, MaintenanceWindow
 from core.config._jobs import (
     CheckinConfig,
+    ClawsBackupJob,
     ClawsConfig,
+    ClawsHealthJob,
+    ClawsPurgeJob,
     CommandJob,
     JobConfig,
     JobsConfig,
@@ -29,7 +32,10 @@ __all__ = [
     "AlertRule",
     "AlertsConfig",
     "CheckinConfig",
+    "ClawsBackupJob",
     "ClawsConfig",
+    "ClawsHealthJob",
+    "ClawsPurgeJob",
     "CommandJob",
     "Config",
     "DatabaseConfig",

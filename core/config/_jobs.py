@@ -102,6 +102,36 @@ class FailoverJob(JobConfig):
     timeout: Duration = timedelta(seconds=5)
 
 
+class ClawsHealthJob(JobConfig):
+    """Asks every Mini's agent for its health and its claws' gateways (issue 14).
+
+    A Mini goes offline after ``failures`` unanswered rounds in a row and online again after
+    ``successes`` answered ones; a gateway still starting after ``start_grace`` is failing its
+    handshake. ``timeout`` bounds each agent's answer."""
+
+    every: Duration | None = timedelta(seconds=60)
+    misfire_grace: Duration = timedelta(seconds=60)
+    failures: Annotated[int, Field(ge=1)] = 3
+    successes: Annotated[int, Field(ge=1)] = 2
+    start_grace: Duration = timedelta(minutes=2)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class ClawsBackupJob(JobConfig):
+    """Backs every active claw up with the gateway's own tool, into its bucket (issue 14)."""
+
+    cron: Cron | None = "30 3 * * *"
+    misfire_grace: Duration = timedelta(hours=6)
+    timeout: Duration = timedelta(minutes=10)
+
+
+class ClawsPurgeJob(JobConfig):
+    """Deletes the buckets (and rows) of claws deleted ``claws.deleted_retention`` ago."""
+
+    every: Duration | None = timedelta(hours=6)
+    misfire_grace: Duration = timedelta(hours=6)
+
+
 class CommandJob(JobConfig):
     """A command the operator schedules (the crontab's replacement); argv is never from chat.
 
@@ -125,6 +155,9 @@ class JobsConfig(_Model):
     checkin_monitor: CheckinMonitorJob = CheckinMonitorJob()
     retention: RetentionJob = RetentionJob()
     failover: FailoverJob = FailoverJob()
+    claws_health: ClawsHealthJob = ClawsHealthJob()
+    claws_backup: ClawsBackupJob = ClawsBackupJob()
+    claws_purge: ClawsPurgeJob = ClawsPurgeJob()
     commands: list[CommandJob] = []
 
 
@@ -170,6 +203,10 @@ class ClawsConfig(_Model):
     secret_key_env: EnvName = "CLAWOPS_SECRET_KEY"
     tunnel_domain: str | None = None
     provision_timeout: Duration = timedelta(minutes=3)
+    # Backups kept per claw (the newest); a deleted claw's bucket is kept this long for
+    # /claw restore, then purged.
+    backups_keep: Annotated[int, Field(ge=1, le=1000)] = 7
+    deleted_retention: Duration = timedelta(days=30)
     r2: R2Config | None = None
     minis: list[MiniConfig] = []
 
