@@ -11,6 +11,8 @@ from core.minis import Minis
 
 STATUS_ICON = {"active": "🟢", "provisioning": "⏳", "error": "🔴", "deleting": "🗑"}
 MINI_ICON = {"online": "🟢", "draining": "🟡", "offline": "🔴"}
+GATEWAY_DOWN = ("handshake", "restarting", "stopped", "missing")
+GATEWAY_ICON = {"running": "🟢", "starting": "⏳", **dict.fromkeys(GATEWAY_DOWN, "🔴")}
 
 
 def _claws(ctx: Context) -> Claws:
@@ -21,14 +23,40 @@ async def minis_command(ctx: Context) -> Reply:
     minis = await Minis(ctx.node.db).list()
     if not minis:
         return Reply("No Mac Minis yet: <code>clawops minis add HOSTNAME …</code>")
+    gateways: dict[str | None, list[str | None]] = {}
+    for claw in await _claws(ctx).list():
+        if claw.status == "active":
+            gateways.setdefault(claw.mini, []).append(claw.gateway_state)
     lines = ["<b>Mac Minis</b>"]
     for mini in minis:
-        seen = f" · seen {ago(mini.last_seen)}" if mini.last_seen else ""
+        seen = f"seen {ago(mini.last_seen)}" if mini.last_seen else "never seen"
+        states = gateways.get(mini.hostname, [])
+        up = sum(state == "running" for state in states)
+        down = sum(state in GATEWAY_DOWN for state in states)
+        other = len(states) - up - down
+        pending = f", {other} starting/unchecked" if other else ""
+        version = f" · agent {esc(mini.agent_version)}" if mini.agent_version else ""
         lines.append(
-            f"{MINI_ICON.get(mini.status, '•')} <b>{esc(mini.hostname)}</b> · {mini.status} · "
-            f"{mini.used}/{mini.capacity} claws · ports {mini.ports}{seen}"
+            f"{MINI_ICON.get(mini.state, '•')} <b>{esc(mini.hostname)}</b> · {mini.state} · "
+            f"{seen} · claws {up} up, {down} down{pending} · {mini.used}/{mini.capacity} "
+            f"used · ports {mini.ports}{version}"
         )
+        if not mini.reachable and mini.health_error:
+            lines.append(f"   {esc(mini.health_error[:300])}")
     return Reply("\n".join(lines))
+
+
+def gateway_text(claw: Claw) -> str:
+    """The gateway as the claws_health job last saw it (HTML-escaped), for /claw status."""
+    if claw.gateway_state is None:
+        return "\ngateway: not checked yet"
+    since = f" since {ago(claw.gateway_since)}" if claw.gateway_since else ""
+    checked = f", checked {ago(claw.checked_at)}" if claw.checked_at else ""
+    error = f"\n   {esc(claw.gateway_error[:300])}" if claw.gateway_error else ""
+    return (
+        f"\ngateway: {GATEWAY_ICON.get(claw.gateway_state, '•')} {esc(claw.gateway_state)}"
+        f"{since}, {claw.gateway_restarts} restart(s){checked}{error}"
+    )
 
 
 def _claw_line(claw: Claw) -> str:
@@ -103,6 +131,7 @@ async def claw_command(ctx: Context) -> Reply:
         _claw_line(claw) + _gateway(claw)
         + f"\nsteps done: {esc(steps)}\ncreated {ago(claw.created_at)}, "
         f"changed {ago(claw.updated_at)}"
+        + gateway_text(claw)
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from core.config import LoadedConfig, load_config
 from core.crypto import Keyring, generate_key
@@ -16,6 +16,7 @@ from core.minis import Mini, Minis
 from core.provision import rotate_secrets
 
 T = TypeVar("T")
+AGENT_TIMEOUT = 10.0  # seconds `minis add` waits for the agent's /health
 
 
 async def _with_db(loaded: LoadedConfig, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -47,9 +48,54 @@ def _keyring_if_set(loaded: LoadedConfig) -> Keyring | None:
 def _line(mini: Mini) -> str:
     where = f", tunnel *.{mini.tunnel_suffix}" if mini.tunnel_suffix else f", {mini.address}"
     return (
-        f"{mini.hostname}: {mini.status}, {mini.used}/{mini.capacity} claws, "
+        f"{mini.hostname}: {mini.state}, {mini.used}/{mini.capacity} claws, "
         f"ports {mini.ports}, agent {mini.agent_url}{where}"
     )
+
+
+async def _add(args: argparse.Namespace, minis: Minis, token: str | None) -> list[str]:
+    """Ask the agent first (unless ``--offline``): nothing is saved when it cannot answer."""
+    fields: dict[str, Any] = dict(
+        ports=args.ports,
+        capacity=args.capacity,
+        agent_token_env=args.agent_token_env,
+        agent_token=token,
+        tunnel_suffix=args.tunnel_suffix,
+        gateway_host=args.gateway_host,
+    )
+    if args.offline:
+        mini = await minis.add(args.hostname, args.agent_url, reachable=False, **fields)
+        return [
+            f"added {_line(mini)}",
+            "not contacted (--offline): it takes no claw until the claws_health job has seen "
+            "its agent answer",
+        ]
+    health = await minis.verify(args.hostname, args.agent_url, timeout=AGENT_TIMEOUT, **fields)
+    mini = await minis.add(args.hostname, args.agent_url, health=health, **fields)
+    lines = [
+        f"added {_line(mini)}",
+        f"agent {health.version}: capacity {health.capacity}, {health.claws} claw(s) running, "
+        f"ports {health.port_range or 'not said'}",
+    ]
+    if args.capacity > health.capacity:
+        lines.append(
+            f"warning: --capacity {args.capacity} is more than the agent's max_claws "
+            f"({health.capacity}): it will refuse claws beyond that"
+        )
+    if health.port_range and not _within(mini.port_low, mini.port_high, health.port_range):
+        lines.append(
+            f"warning: --ports {mini.ports} is outside the agent's port_range "
+            f"({health.port_range}): it will refuse those ports"
+        )
+    return lines
+
+
+def _within(low: int, high: int, port_range: str) -> bool:
+    first, _, last = port_range.partition("-")
+    try:
+        return int(first) <= low and high <= int(last)
+    except ValueError:
+        return False
 
 
 def cmd_minis(args: argparse.Namespace) -> int:
@@ -66,12 +112,7 @@ def cmd_minis(args: argparse.Namespace) -> int:
         env = loaded.config.claws.secret_key_env
         minis = Minis(db, Keyring.from_env(env) if token else _keyring_if_set(loaded))
         if args.minis_command == "add":
-            mini = await minis.add(
-                args.hostname, args.agent_url, ports=args.ports, capacity=args.capacity,
-                agent_token_env=args.agent_token_env, agent_token=token,
-                tunnel_suffix=args.tunnel_suffix, gateway_host=args.gateway_host,
-            )  # fmt: skip
-            return [f"added {_line(mini)}"]
+            return await _add(args, minis, token)
         if args.minis_command == "drain":
             return [f"draining {_line(await minis.drain(args.hostname))}"]
         if args.minis_command == "online":
@@ -117,6 +158,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add.add_argument("--capacity", required=True, type=int, help="most claws on this Mini")
     add.add_argument("--tunnel-suffix", help="claw-<id>-<suffix> is each claw's hostname")
     add.add_argument("--gateway-host", help="address of the gateways when there is no tunnel")
+    add.add_argument(
+        "--offline",
+        action="store_true",
+        help="add it without contacting its agent (takes no claw until it answers)",
+    )
     for verb, text in (("drain", "take no new claws"), ("online", "take claws again"),
                        ("remove", "forget a Mini that holds no claw")):  # fmt: skip
         one = minis_sub.add_parser(verb, parents=[common], help=text)

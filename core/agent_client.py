@@ -55,6 +55,7 @@ class AgentHealth:
     memory_percent: float
     disk_percent: float
     version: str = "unknown"  # the agent's clawops version (an older agent does not say)
+    port_range: str | None = None  # the ports its gateways may use, "3001-3100" (likewise)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class AgentClient:
                 memory_percent=float(answer["memoryPercent"]),
                 disk_percent=float(answer["diskPercent"]),
                 version=str(answer.get("version") or "unknown")[:64],
+                port_range=_optional_text(answer.get("portRange")),
             )
         except (KeyError, TypeError, ValueError):
             raise RemoteError(f"agent {self.base_url}: GET /health: malformed answer") from None
@@ -236,6 +238,10 @@ class _Retryable(Exception):
 def _tls() -> ssl.SSLContext:
     """One TLS context for every client: loading the CA store costs ~20 ms of CPU each time."""
     return httpx.create_ssl_context()
+
+
+def _optional_text(value: Any) -> str | None:
+    return value[:64] if isinstance(value, str) and value else None
 
 
 def _int(value: Any) -> int:

@@ -8,6 +8,7 @@ placed on ``online`` Minis; ``draining`` keeps the claws it has and takes no new
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Sequence
@@ -19,11 +20,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.agent_client import AgentClient
+from core.agent_client import AgentClient, AgentHealth
 from core.config import MiniConfig
 from core.crypto import Keyring, SecretsError
 from core.db import Database
-from core.errors import InputError, StartupRefused, StorageError
+from core.errors import InputError, RemoteError, StartupRefused, StorageError, Unreachable
 from core.tables import claws, mac_minis, utcnow
 
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,199}$")
@@ -136,6 +137,38 @@ def mini_from_row(row: Any, used: int = 0) -> Mini:
     )  # fmt: skip
 
 
+def _validated(
+    hostname: str,
+    agent_url: str,
+    ports: str,
+    capacity: int,
+    agent_token_env: str | None,
+    agent_token: str | None,
+    tunnel_suffix: str | None,
+    gateway_host: str | None,
+) -> tuple[str, int, int]:
+    """Every field of a new Mini checked (InputError naming the first bad one); its URL, ports."""
+    if not HOSTNAME.match(hostname):
+        raise InputError(f"hostname: {hostname!r} is not a host name")
+    url = check_agent_url(agent_url)
+    low, high = parse_ports(ports)
+    if capacity < 1:
+        raise InputError(f"capacity: {capacity} must be at least 1")
+    if capacity > high - low + 1:
+        raise InputError(f"capacity: {capacity} is more than the {high - low + 1} ports")
+    if (agent_token_env is None) == (agent_token is None):
+        raise InputError("agent_token: give either a variable name or a token, not both")
+    if agent_token_env is not None and not ENV_NAME.match(agent_token_env):
+        raise InputError(f"agent_token_env: {agent_token_env!r} is not a variable name")
+    if tunnel_suffix is not None and not DNS_SUFFIX.match(tunnel_suffix):
+        raise InputError(f"tunnel_suffix: {tunnel_suffix!r} is not a lower-case DNS name")
+    if gateway_host is not None and not HOSTNAME.match(gateway_host):
+        raise InputError(f"gateway_host: {gateway_host!r} is not a host name or address")
+    if agent_token is not None and len(agent_token) < 16:
+        raise InputError("agent_token: shorter than 16 characters")
+    return url, low, high
+
+
 class Minis:
     def __init__(self, db: Database, keyring: Keyring | None = None) -> None:
         self.db = db
@@ -152,36 +185,36 @@ class Minis:
         agent_token: str | None = None,
         tunnel_suffix: str | None = None,
         gateway_host: str | None = None,
+        reachable: bool = True,
+        health: AgentHealth | None = None,
     ) -> Mini:
-        """Validate everything, then insert one row; a bad field changes nothing."""
-        if not HOSTNAME.match(hostname):
-            raise InputError(f"hostname: {hostname!r} is not a host name")
-        url = check_agent_url(agent_url)
-        low, high = parse_ports(ports)
-        if capacity < 1:
-            raise InputError(f"capacity: {capacity} must be at least 1")
-        if capacity > high - low + 1:
-            raise InputError(f"capacity: {capacity} is more than the {high - low + 1} ports")
-        if (agent_token_env is None) == (agent_token is None):
-            raise InputError("agent_token: give either a variable name or a token, not both")
-        if agent_token_env is not None and not ENV_NAME.match(agent_token_env):
-            raise InputError(f"agent_token_env: {agent_token_env!r} is not a variable name")
-        if tunnel_suffix is not None and not DNS_SUFFIX.match(tunnel_suffix):
-            raise InputError(f"tunnel_suffix: {tunnel_suffix!r} is not a lower-case DNS name")
-        if gateway_host is not None and not HOSTNAME.match(gateway_host):
-            raise InputError(f"gateway_host: {gateway_host!r} is not a host name or address")
+        """Validate everything, then insert one row; a bad field changes nothing.
+
+        ``reachable=False`` adds a Mini that takes no claw until the claws_health job has seen
+        its agent answer; ``health`` is what ``verify`` got from the agent (its version)."""
+        url, low, high = _validated(
+            hostname,
+            agent_url,
+            ports,
+            capacity,
+            agent_token_env,
+            agent_token,
+            tunnel_suffix,
+            gateway_host,
+        )
         sealed = None
         if agent_token is not None:
-            if len(agent_token) < 16:
-                raise InputError("agent_token: shorter than 16 characters")
             if self.keyring is None:
                 raise SecretsError("agent_token: storing a token needs the claws key; none is set")
             sealed = self.keyring.seal(agent_token, f"mini:{hostname}")
+        now = utcnow()
         values = dict(
             hostname=hostname, agent_url=url, agent_token_env=agent_token_env,
             agent_token_sealed=sealed, tunnel_suffix=tunnel_suffix, gateway_host=gateway_host,
             port_low=low, port_high=high, capacity=capacity, status="online",
-            created_at=utcnow(),
+            created_at=now, reachable=reachable,
+            agent_version=health.version if health else None,
+            last_seen=now if health else None,
         )  # fmt: skip
         try:
             async with self.db.begin() as conn:
@@ -191,6 +224,52 @@ class Minis:
                 raise InputError(f"hostname: {hostname} is already in the inventory") from None
             raise
         return await self.get(hostname)
+
+    async def verify(
+        self,
+        hostname: str,
+        agent_url: str,
+        *,
+        ports: str,
+        capacity: int,
+        agent_token_env: str | None = None,
+        agent_token: str | None = None,
+        tunnel_suffix: str | None = None,
+        gateway_host: str | None = None,
+        timeout: float = 10.0,
+    ) -> AgentHealth:
+        """Check the fields as ``add`` does, then ask the agent for ``GET /health`` with the
+        token, bounded by ``timeout``; InputError with the reason when it cannot answer."""
+        url, _low, _high = _validated(
+            hostname,
+            agent_url,
+            ports,
+            capacity,
+            agent_token_env,
+            agent_token,
+            tunnel_suffix,
+            gateway_host,
+        )
+        token = agent_token
+        if agent_token_env is not None:
+            token = os.environ.get(agent_token_env)
+            if not token:
+                raise InputError(f"agent_token_env: the variable {agent_token_env} is unset")
+        assert token is not None
+        try:
+            async with (
+                AgentClient(url, token, timeout=timeout, retries=0) as client,
+                asyncio.timeout(timeout),
+            ):
+                return await client.health()
+        except TimeoutError:
+            raise InputError(f"agent {url}: no answer within {timeout:g} s") from None
+        except Unreachable as exc:
+            raise InputError(f"agent not reachable: {exc}") from None
+        except RemoteError as exc:
+            if ": 401:" in str(exc):
+                raise InputError(f"agent {url} refused the token (401): wrong token") from None
+            raise InputError(f"agent {url} did not answer as an agent: {exc}") from None
 
     async def list(self) -> list[Mini]:
         query = with_usage().order_by(mac_minis.c.hostname)

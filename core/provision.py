@@ -3,7 +3,7 @@
 ``reserve`` is the one transaction that places a claw: no remote call happens inside it.
 
 1. Refuse an (org, slug) that exists.
-2. Read the online Minis with room, least loaded first (a plain read).
+2. Read the online and reachable Minis with room, least loaded first (a plain read).
 3. PostgreSQL: lock a candidate's row (``FOR UPDATE SKIP LOCKED``, so concurrent provisions
    spread over free Minis instead of queueing on one), recount its claws under the lock and
    take it if it still has room. If every candidate is locked by someone else, roll back and
@@ -150,7 +150,7 @@ async def _lock_with_room(
 ) -> tuple[Mini, set[int]] | None:
     query = (
         select(mac_minis)
-        .where(mac_minis.c.id == mini_id, mac_minis.c.status == "online")
+        .where(mac_minis.c.id == mini_id, mac_minis.c.status == "online", mac_minis.c.reachable)
         .with_for_update(skip_locked=skip_locked)
     )
     row = (await conn.execute(query)).first()
@@ -163,7 +163,11 @@ async def _lock_with_room(
 
 
 async def _online_minis(conn: AsyncConnection) -> list[Mini]:
-    query = with_usage().where(mac_minis.c.status == "online").order_by("used", mac_minis.c.id)
+    query = (
+        with_usage()
+        .where(mac_minis.c.status == "online", mac_minis.c.reachable)
+        .order_by("used", mac_minis.c.id)
+    )
     return [mini_from_row(row, int(row.used)) for row in (await conn.execute(query)).all()]
 
 

@@ -11,6 +11,7 @@ from jobs.base import JobSpec
 from jobs.checkins import checkin_monitor
 from jobs.claw_recovery import SETTINGS as CLAW_RECOVERY
 from jobs.claw_recovery import claw_recovery
+from jobs.claws_health import claws_health
 from jobs.cleaner import cleaner
 from jobs.commands import command_specs
 from jobs.healer import healer
@@ -32,6 +33,9 @@ def builtin_jobs(config: Config) -> list[JobSpec]:
         JobSpec("status_report", "a digest for the chat", jobs.status_report, status_report),
         JobSpec(
             "claw_recovery", "finishes or rolls back stuck claws", CLAW_RECOVERY, claw_recovery
+        ),
+        JobSpec(
+            "claws_health", "Minis' agents and claws' gateways", jobs.claws_health, claws_health
         ),
     ]
     return specs + command_specs(jobs.commands)
