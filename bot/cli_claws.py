@@ -47,9 +47,10 @@ def _keyring_if_set(loaded: LoadedConfig) -> Keyring | None:
 
 def _line(mini: Mini) -> str:
     where = f", tunnel *.{mini.tunnel_suffix}" if mini.tunnel_suffix else f", {mini.address}"
+    unreachable = "" if mini.reachable else f"; agent not reachable {mini.health_error}"
     return (
-        f"{mini.hostname}: {mini.state}, {mini.used}/{mini.capacity} claws, "
-        f"ports {mini.ports}, agent {mini.agent_url}{where}"
+        f"{mini.hostname}: {mini.status}, {mini.used}/{mini.capacity} claws, "
+        f"ports {mini.ports}, agent {mini.agent_url}{where}{unreachable}".rstrip()
     )
 
 

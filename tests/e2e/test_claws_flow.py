@@ -128,6 +128,7 @@ def test_minis_are_managed_from_the_command_line(tmp_path):
         "3001-3100",
         "--capacity",
         "6",
+        "--offline",  # nothing listens there (tests/e2e/test_claws_watch.py asks a real agent)
     )
     assert added.returncode == 0, added.stderr
     bad = clawops("minis", "add", "mini-2", "--agent-url", "ftp://x", "--agent-token-env",
@@ -139,7 +140,7 @@ def test_minis_are_managed_from_the_command_line(tmp_path):
     assert "mini-2" not in listed.stdout
     assert clawops("minis", "remove", "mini-1").returncode == 0
     # The token itself, from stdin, sealed: refused without a key, stored encrypted with one.
-    sealed = ["minis", "add", "mini-3", "--agent-url", "http://127.0.0.1:7600",
+    sealed = ["minis", "add", "mini-3", "--agent-url", "http://127.0.0.1:7600", "--offline",
               "--agent-token-stdin", "--ports", "3001-3100", "--capacity", "6"]  # fmt: skip
     refused = subprocess.run([str(CLAWOPS), *sealed], env=env, input="tok-" + "x" * 40,
                              capture_output=True, text=True, timeout=60)  # fmt: skip
