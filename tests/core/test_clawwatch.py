@@ -17,7 +17,7 @@ from core.alerts import Alerts
 from core.clawwatch import ClawWatch, WatchSettings
 from core.db import Database
 from core.minis import Minis
-from core.provision import NoCapacity, reserve
+from core.provision import NoCapacity, _lock_with_room, reserve
 from core.tables import alert_flips, claws, mac_minis, utcnow
 from tests.auxil.net import free_port
 
@@ -329,3 +329,13 @@ async def test_two_watchers_racing_count_a_round_once_and_flip_the_mini_once(db,
     assert row.misses == 2 and not row.reachable
     assert sum(s.minis[0].flipped == "offline" for s in first + second) == 1
     assert [f.key for f in await flips(db)] == ["mini:mini1"]
+
+
+async def test_the_locking_placement_step_also_refuses_an_unreachable_mini(db, agent):
+    """``_lock_with_room`` re-reads the Mini under its lock (PostgreSQL's path): a Mini that
+    became unreachable between the candidates' read and the lock is not taken."""
+    mini_id = await add_mini(db, agent.url)
+    async with db.begin() as conn:
+        assert await _lock_with_room(conn, mini_id, skip_locked=False) is not None
+        await conn.execute(update(mac_minis).values(reachable=False))
+        assert await _lock_with_room(conn, mini_id, skip_locked=True) is None
