@@ -67,8 +67,8 @@ async def test_a_workspace_file_survives_backup_delete_and_restore_with_a_new_po
     assert not home.exists()
     new_port = next(p for p in agent.ports if p != port and p > agent.ports.start)
     new_token = claw_token()
-    body = {"clawId": "real", "port": new_port, "token": new_token, "bucket": bucket,
-            "restore": True}  # fmt: skip
+    body = {"clawId": "real", "port": new_port, "token": new_token, "bucket": bucket}
+    body["restore"] = True
     created = agent.call("POST", "/claws", body)
     assert created.status_code == 201, created.text
     agent.wait_for("real", lambda i: i["ready"] is True, timeout=60)
@@ -98,7 +98,7 @@ def _tar(members: dict[str, bytes | str]) -> bytes:
     return out.getvalue()
 
 
-def _real_archive(where: Path, link: bool) -> tuple[str, dict[str, bytes]]:
+def _real_archive(where: Path, link: bool) -> tuple[str, dict[str, bytes | str]]:
     """A real ``openclaw backup create`` archive of a small home (with ``link``, its workspace
     holds a link to /etc): its root and its members (files and links)."""
     home, out = where / "home", where / "out"
@@ -112,8 +112,12 @@ def _real_archive(where: Path, link: bool) -> tuple[str, dict[str, bytes]]:
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(home / "tmp")}
     done = subprocess.run(
         [str(NODE), str(OPENCLAW), "backup", "create", "--output", str(out), "--json"],
-        env=env, cwd=out, capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
+        env=env,
+        cwd=out,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     archive = Path(json.loads(done.stdout)["archivePath"])
     members: dict[str, bytes | str] = {}
     with tarfile.open(archive) as tar:
@@ -131,7 +135,7 @@ def _real_archive(where: Path, link: bool) -> tuple[str, dict[str, bytes]]:
 def _doctored(where: Path) -> bytes:
     """A real archive whose manifest says it restores into /etc (outside any claw's home)."""
     root, members = _real_archive(where, link=False)
-    manifest = json.loads(members[f"{root}/manifest.json"])
+    manifest = json.loads(members[f"{root}/manifest.json"])  # bytes or str: both parse
     manifest["assets"][0]["sourcePath"] = "/etc/clawops-evil"
     members[f"{root}/manifest.json"] = json.dumps(manifest).encode()
     return _tar(members)
@@ -156,12 +160,13 @@ async def test_a_corrupt_or_hostile_openclaw_archive_is_refused_and_leaves_nothi
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         escape, evil = Path(tmp) / "escaped", Path("/etc/clawops-evil")
-        hostile = {
+        makers: dict[str, Callable[[], bytes]] = {
             "garbage": lambda: b"\x1f\x8b not really a gzip stream",
             "traversal": lambda: _tar({"r/manifest.json": b"{}", f"../../{escape}": b"x"}),
             "link-out": lambda: _linked(Path(tmp)),
             "manifest-out": lambda: _doctored(Path(tmp)),
-        }[kind]()
+        }
+        hostile = makers[kind]()
         (Path(tmp) / "bad.tar.gz").write_bytes(hostile)
         buckets = Buckets(s3)
         bucket = "claw-bad-" + claw_token()[:8]
@@ -169,8 +174,8 @@ async def test_a_corrupt_or_hostile_openclaw_archive_is_refused_and_leaves_nothi
         key = "backups/20990101T000000000000Z.openclaw.tar.gz"
         await buckets.upload(bucket, key, Path(tmp) / "bad.tar.gz")
         agent = start_agent(gateway_command=REAL, extra_toml=s3_table(s3))
-        body = {"clawId": "bad", "port": agent.free_port(), "token": claw_token(),
-                "bucket": bucket, "restore": True}  # fmt: skip
+        body = {"clawId": "bad", "port": agent.free_port(), "token": claw_token()}
+        body |= {"bucket": bucket, "restore": True}
         answer = agent.call("POST", "/claws", body)
         assert answer.status_code == 422, answer.text
         error = answer.json()["error"]
