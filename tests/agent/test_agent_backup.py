@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig
 from core.buckets import Buckets, S3Settings
 from tests.agent.conftest import FAKE_GATEWAY, Agent, claw_token
 from tests.auxil.net import free_port
@@ -206,3 +208,55 @@ def test_an_unreachable_store_is_a_clear_error(start_agent: StartAgent, s3: S3Se
     assert answer.status_code == 502
     assert answer.json()["ok"] is False
     assert f"S3 store {closed} unreachable" in answer.json()["error"]
+
+
+def _evil_tarball() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped-from-the-home")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("garbage", "the backup tarball cannot be restored"),
+        ("traversal", "the backup tarball cannot be restored"),
+        ("no-cli", "is an openclaw archive and this agent has no openclaw CLI"),
+    ],
+)
+async def test_a_backup_that_cannot_be_restored_is_refused_and_leaves_nothing(
+    start_agent: StartAgent, s3: S3Settings, tmp_path: Path, kind: str, reason: str
+) -> None:
+    buckets = Buckets(s3)
+    bucket = "claw-broken-" + claw_token()[:8]
+    await buckets.create(bucket)
+    ext = ".openclaw.tar.gz" if kind == "no-cli" else ".tar.gz"
+    key = f"backups/20990101T000000000000Z{ext}"
+    (tmp_path / "bad").write_bytes(_evil_tarball() if kind == "traversal" else b"not a tarball")
+    await buckets.upload(bucket, key, tmp_path / "bad")
+    # A gateway_command without a `gateway` word: the agent knows no openclaw CLI.
+    agent = start_agent(gateway_command=FAKE_GATEWAY[:2], extra_toml=s3_table(s3))
+    body = {"clawId": "broken", "port": agent.free_port(), "token": claw_token()}
+    answer = agent.call("POST", "/claws", body | {"bucket": bucket, "restore": True})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith("claw broken not created: ")
+    assert reason in answer.json()["error"]
+    assert agent.call("GET", "/claws").json()["claws"] == []
+    assert not (agent.state_dir / "homes" / "broken").exists()
+    assert not list(agent.state_dir.parent.rglob("escaped-from-the-home"))
+    assert await buckets.keys(bucket, "backups/") == [key]
+    await buckets.delete(bucket)
+
+
+def test_the_cli_comes_from_cli_command_or_the_gateway_command() -> None:
+    base = {"token_env": "X"}
+    real = AgentConfig.model_validate(
+        base | {"gateway_command": ["node", "o.mjs", "gateway", "run"]}
+    )
+    assert real.cli == ["node", "o.mjs"]
+    assert AgentConfig.model_validate(base | {"gateway_command": ["gw"]}).cli is None
+    own = AgentConfig.model_validate(base | {"cli_command": ["openclaw"]})
+    assert own.cli == ["openclaw"] and own.backup_timeout == 300.0
