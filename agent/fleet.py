@@ -20,7 +20,7 @@ import signal
 import socket
 from typing import Any
 
-from agent.backup import Made, backup, restore_newest
+from agent.backup import BadArchive, Made, backup, restore_newest
 from agent.claw import Claw, ProcessIdentity, identify, kill_group, write_private
 from agent.config import AgentConfig
 from core.buckets import Buckets, S3Settings
@@ -171,9 +171,19 @@ class Fleet:
                 shutil.rmtree(claw.home)
             try:
                 if restore and bucket:
-                    restored = await restore_newest(self.buckets(), bucket, claw.home)
+                    restored = await restore_newest(
+                        self.buckets(),
+                        bucket,
+                        claw.home,
+                        cli=self.config.cli,
+                        env=claw.environment(self.drop_env),
+                        timeout=self.config.backup_timeout,
+                    )
                     log.info("claw %s: restored %s", claw_id, restored or "nothing (no backup)")
                 claw.write_config(self.config.gateway_config)
+            except BadArchive as exc:
+                shutil.rmtree(claw.home, ignore_errors=True)
+                raise Refused(422, f"claw {claw_id} not created: {exc}") from None
             except BaseException:  # a failed create leaves nothing behind
                 shutil.rmtree(claw.home, ignore_errors=True)
                 raise
@@ -210,7 +220,15 @@ class Fleet:
         claw = self.get(claw_id)
         if not claw.bucket:
             raise Refused(400, f"claw {claw_id} has no bucket")
-        return await backup(self.buckets(), claw.bucket, claw.home)
+        return await backup(
+            self.buckets(),
+            claw.bucket,
+            claw.home,
+            cli=self.config.cli,
+            env=claw.environment(self.drop_env),
+            timeout=self.config.backup_timeout,
+            keep=keep,
+        )
 
     async def shutdown(self) -> None:
         """Stop every gateway (the state file keeps them for the next start)."""

@@ -141,6 +141,21 @@ class Buckets:
             f"download {key}", lambda: self._client.download_file(name, key, str(path))
         )  # fmt: skip
 
+    async def remove(self, name: str, keys: list[str]) -> None:
+        """Delete ``keys`` from bucket ``name`` (a key already gone counts as deleted)."""
+
+        def delete_objects() -> None:
+            for start in range(0, len(keys), 1000):  # S3 takes at most 1000 keys a call
+                batch = [{"Key": key} for key in keys[start : start + 1000]]
+                answer = self._client.delete_objects(Bucket=name, Delete={"Objects": batch})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise RemoteError(
+                        f"S3 delete {first.get('Key')}: {first.get('Code')}: {first.get('Message')}"
+                    )
+
+        await self._call(f"delete from {name}", delete_objects)
+
     async def keys(self, name: str, prefix: str = "") -> list[str]:
         def listing() -> list[str]:
             found: list[str] = []
