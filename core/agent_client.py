@@ -4,6 +4,8 @@ Every answer is checked: a non-2xx status, or a 2xx whose JSON body lacks ``"ok"
 failure, and so is an answer of the wrong shape. Failures are ours, never httpx's::
 
     RemoteError          the agent answered with a failure (message carries its "error" text)
+    ├── NotFound         404: the agent does not hold that claw
+    ├── Unauthorized     401: the agent refused the token
     └── Unreachable      no answer at all (refused, timed out, connection dropped)
         └── NotReached   the request never left: nothing can have changed on the agent
 
@@ -34,6 +36,10 @@ class NotReached(Unreachable):
 
 class NotFound(RemoteError):
     """The agent does not hold that claw (404)."""
+
+
+class Unauthorized(RemoteError):
+    """The agent refused the bearer token (401)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,8 @@ class AgentClient:
         reason = text if isinstance(text, str) and text else "no error text"
         if response.status_code == 404:
             raise NotFound(f"{what}: 404: {reason}")
+        if response.status_code == 401:
+            raise Unauthorized(f"{what}: 401: {reason}")
         if not response.is_success:
             error = RemoteError(f"{what}: {response.status_code}: {reason}")
             if response.status_code in RETRY_STATUSES:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.agent_client import AgentClient, AgentHealth
+from core.agent_client import AgentClient, AgentHealth, Unauthorized
 from core.config import MiniConfig
 from core.crypto import Keyring, SecretsError
 from core.db import Database
@@ -266,9 +266,9 @@ class Minis:
             raise InputError(f"agent {url}: no answer within {timeout:g} s") from None
         except Unreachable as exc:
             raise InputError(f"agent not reachable: {exc}") from None
+        except Unauthorized:
+            raise InputError(f"agent {url} refused the token (401): wrong token") from None
         except RemoteError as exc:
-            if ": 401:" in str(exc):
-                raise InputError(f"agent {url} refused the token (401): wrong token") from None
             raise InputError(f"agent {url} did not answer as an agent: {exc}") from None
 
     async def list(self) -> list[Mini]:
