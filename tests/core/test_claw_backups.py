@@ -47,7 +47,7 @@ async def test_a_backup_that_fails_or_is_silent_says_so_within_its_timeout(
 ):
     agent, claws, _ = await active(db, fleet, start_agent, keyring, s3, backup_timeout=0.5)
     agent.refuse_backup = True
-    with pytest.raises(BackupFailed, match="backup failed: .*S3 store unreachable"):
+    with pytest.raises(BackupFailed, match=r"backup failed: .*S3 store unreachable"):
         await claws.backup("acme", "support")
     agent.refuse_backup, agent.latency = False, 2.0
     started = asyncio.get_running_loop().time()
@@ -156,7 +156,7 @@ async def test_a_restore_whose_gateway_never_comes_up_goes_back_to_deleted(
     await claws.deprovision("acme", "support")
     deleted_at = (await claws.get("acme", "support")).deleted_at
     agent.fault = "never-ready"
-    with pytest.raises(RemoteError, match="restore failed at ready: .*it is deleted again"):
+    with pytest.raises(RemoteError, match=r"restore failed at ready: .*it is deleted again"):
         await claws.restore("acme", "support")
     back = await claws.get("acme", "support")
     assert (back.status, back.mini_port, back.deleted_at) == ("deleted", None, deleted_at)
@@ -187,7 +187,7 @@ async def test_a_restore_whose_agent_dies_is_rolled_back_to_deleted_by_recover(
 async def test_purge_deletes_old_buckets_and_rows_and_keeps_a_row_whose_bucket_fails(
     db, fleet, start_agent, keyring, s3
 ):
-    agent, claws, claw = await active(db, fleet, start_agent, keyring, s3)
+    _agent, claws, claw = await active(db, fleet, start_agent, keyring, s3)
     second = await claws.provision("acme", "recent")
     await claws.deprovision("acme", "support")
     await claws.deprovision("acme", "recent")
