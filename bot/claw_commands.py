@@ -137,7 +137,7 @@ async def claw_check(ctx: Context) -> None:
     if verb == "new":
         await _claws(ctx).check_new(rest[0], rest[1])
     if verb == "restore":
-        await _find(ctx, f"{rest[0]}/{rest[1]}", deleted=True)
+        await _claws(ctx).check_restore(rest[0], rest[1])
 
 
 async def claw_command(ctx: Context) -> Reply:

@@ -257,13 +257,9 @@ class Claws:
         await self._start(org, slug, placed, keyring, token, say, restore=False)
         return await self.get(org, slug)
 
-    async def restore(self, org: str, slug: str, progress: Progress | None = None) -> Claw:
-        """A deleted claw (within ``deleted_retention``) placed again on any Mini with room:
-        the same row, bucket and agent id, its agent restoring the newest backup, then waited
-        for like a new claw. On failure it goes back to ``deleted`` (its bucket kept) and
-        RemoteError says why; not deleted, past retention or no room: InputError."""
-        say = Stopwatch(progress)
-        keyring = self._keys()
+    async def check_restore(self, org: str, slug: str) -> tuple[Claw, datetime]:
+        """The deleted claw, still within retention, and the retention's cutoff; else
+        InputError (nothing changed)."""
         claw = await self.get(org, slug)
         if claw.status not in ("deleted", "purging"):
             raise InputError(f"{org}/{slug} is {claw.status}, not deleted: nothing to restore")
@@ -273,6 +269,16 @@ class Claws:
                 f"{org}/{slug} was deleted more than {_span(self.deleted_retention)} ago: "
                 "past the retention, it cannot be restored"
             )
+        return claw, cutoff
+
+    async def restore(self, org: str, slug: str, progress: Progress | None = None) -> Claw:
+        """A deleted claw (within ``deleted_retention``) placed again on any Mini with room:
+        the same row, bucket and agent id, its agent restoring the newest backup, then waited
+        for like a new claw. On failure it goes back to ``deleted`` (its bucket kept) and
+        RemoteError says why; not deleted, past retention or no room: InputError."""
+        say = Stopwatch(progress)
+        keyring = self._keys()
+        claw, cutoff = await self.check_restore(org, slug)
         token = secrets.token_urlsafe(32)
         async with self.db.connect() as conn:
             sealed = (
