@@ -5,6 +5,8 @@ restores, the agent dying mid-restore, a viewer's presses. A real agent process,
 from __future__ import annotations
 
 import asyncio
+import glob
+import shutil
 import signal
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,6 +22,7 @@ from core.tables import claws as claws_table
 from core.tables import utcnow
 from tests.agent.conftest import FAKE_GATEWAY, Agent
 from tests.agent.test_agent_backup import s3_table
+from tests.agent.test_real_gateway import NODE, OPENCLAW
 from tests.auxil.net import free_port
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, say
 from tests.bot.test_fleet_commands import confirmed, only
@@ -201,3 +204,40 @@ async def test_the_agent_dying_mid_restore_leaves_the_claw_deleted_with_its_buck
         assert await Buckets(s3).exists(claw.bucket)
     finally:
         await node.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (NODE.exists() and OPENCLAW.exists()),
+    reason="the real OpenClaw gateway is not installed: run scripts/setup-openclaw",
+)
+async def test_a_claw_on_a_real_openclaw_gateway_is_deleted_and_restored_with_its_files(
+    node, tg, s3, start_agent: Callable[..., Agent], monkeypatch
+):
+    before = set(glob.glob("/tmp/openclaw*"))
+    agent = start_agent(
+        extra_toml=s3_table(s3), gateway_command=[str(NODE), str(OPENCLAW), "gateway", "run"]
+    )
+    try:
+        claw = await new_claw(node, tg, agent, monkeypatch, slug="real")
+        workspace(agent, claw.agent_id).mkdir(parents=True, exist_ok=True)
+        (workspace(agent, claw.agent_id) / "NOTES.md").write_text("kept across delete\n")
+        deleted = await confirmed(tg, "/claw delete acme/real", wait=120)
+        assert "deleted" in deleted and "final backup backups/" in deleted, deleted
+        assert agent.call("GET", "/claws").json()["claws"] == []
+        assert await Buckets(s3).exists(claw.bucket)
+        listed = only(await say(tg, GROUP, VIEWER, "/claws --deleted"))
+        assert "acme/real</b> · deleted" in listed and "purged " in listed
+        restored = await confirmed(tg, "/claw restore acme real", wait=120)
+        assert "Claw restored" in restored, restored
+        back = await node.claws_service().get("acme", "real")
+        assert back.status == "active" and back.id == claw.id
+        notes = workspace(agent, back.agent_id) / "NOTES.md"
+        assert notes.read_text() == "kept across delete\n"
+        token = await node.claws_service().gateway_token("acme", "real")
+        hello = await handshake(gateway_url(back.mini_port), token, timeout=20)
+        assert hello.protocol == 4
+        await node.claws_service().deprovision("acme", "real", force=True)
+    finally:
+        for path in set(glob.glob("/tmp/openclaw*")) - before:
+            shutil.rmtree(path, ignore_errors=True)
