@@ -179,7 +179,7 @@ async def test_a_claw_on_a_real_openclaw_gateway_becomes_active_and_answers_its_
         token = await node.claws_service().gateway_token("acme", "real")
         hello = await handshake(gateway_url(claw.mini_port), token, timeout=20)
         assert hello.protocol == 4
-        await node.claws_service().deprovision("acme", "real")
+        await node.claws_service().deprovision("acme", "real", force=True)
         await asyncio.sleep(0)
         assert agent.call("GET", "/claws").json()["claws"] == []
     finally:

@@ -99,6 +99,8 @@ async def test_a_deleted_claw_is_restored_with_its_files_and_shows_its_buttons(
 
     restored = await confirmed(tg, "/claw restore acme support", wait=60)
     assert "Claw restored" in restored and "active" in restored, restored
+    (answer,) = [s for s in tg.sent if s.kind == "edit" and s.text == restored]
+    assert [b[0]["text"] for b in answer.buttons] == ["Web chat"]  # the edited reply's buttons
     back = await node.claws_service().get("acme", "support")
     assert (back.id, back.status, back.deleted_at) == (claw.id, "active", None)
     assert (workspace(agent, back.agent_id) / "MEMORY.md").read_text() == "remember the milk\n"
