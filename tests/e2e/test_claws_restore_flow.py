@@ -243,3 +243,31 @@ async def test_a_claw_on_a_real_openclaw_gateway_is_deleted_and_restored_with_it
     finally:
         for path in set(glob.glob("/tmp/openclaw*")) - before:
             shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_the_second_question_of_a_forced_delete_expires_and_nothing_is_deleted(
+    tmp_path, tg, s3, start_agent: Callable[..., Agent], monkeypatch
+):
+    node = await start_node(tmp_path, monkeypatch, tg, s3, telegram={"confirm_timeout": "1s"})
+    try:
+        agent = start_agent(extra_toml=s3_table(s3))
+        await add_mini(node, agent, monkeypatch)
+        await node.claws_service().provision("acme", "support", created_by=ADMIN)
+        second = await confirmed(tg, "/claw delete support --force", wait=10)
+        assert "without a final backup" in second and "within 1 s" in second
+        question = [s for s in tg.sent if s.kind == "edit" and s.text == second][-1]
+        for _ in range(100):
+            edits = [s for s in tg.sent if s.kind == "edit" and s.message_id == question.message_id]
+            if edits[-1].text.startswith("⌛ Expired"):
+                break
+            await asyncio.sleep(0.05)
+        assert edits[-1].text.startswith("⌛ Expired") and not edits[-1].buttons
+        after = tg.sent[-1].seq
+        await tg.press(
+            GROUP, ADMIN, question.message_id or 0, question.buttons[0][0]["callback_data"]
+        )
+        answers = await tg.wait_sent(after, 5.0)
+        assert any("no longer valid" in a.text for a in answers)
+        assert (await node.claws_service().get("acme", "support")).status == "active"
+    finally:
+        await node.stop()
