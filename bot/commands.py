@@ -25,6 +25,8 @@ class Reply:
     text: str
     # A long plain-text body sent as a file instead of inline (logs, say): (filename, content).
     document: tuple[str, bytes] | None = None
+    # Link buttons under the reply (its first message): (label, https URL) pairs, one a row.
+    links: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ MutatesWhen = Callable[[tuple[str, ...]], bool]
 # For a mutating command: HTML that says what exactly will change (the pids a /kill ends), shown
 # in its confirmation question. Runs after ``check`` passed; it answers, it does not raise.
 Describe = Callable[[Context], Awaitable[str]]
+# For arguments that need a second confirmation (``/claw delete NAME --force``): the HTML of the
+# second question, asked after the first Confirm, else None.
+ConfirmAgain = Callable[[tuple[str, ...]], str | None]
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Command:
     check: Check | None = None
     mutates_when: MutatesWhen | None = None
     describe: Describe | None = None
+    confirm_again: ConfirmAgain | None = None
 
     def mutates_with(self, args: tuple[str, ...]) -> bool:
         return self.mutates or (self.mutates_when is not None and self.mutates_when(args))

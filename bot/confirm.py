@@ -1,6 +1,10 @@
 """Confirmation of mutating commands: Confirm / Cancel buttons under the question, pressable only
 by the admin who asked, expiring after ``telegram.confirm_timeout``. A confirmed command runs on
 its question's message: "⏳ Running …" at once (its buttons gone), then progress, then the reply.
+
+A command whose ``confirm_again`` has a second question for its arguments (``/claw delete NAME
+--force``) asks it after the first Confirm, on the same message, with its own Confirm / Cancel
+(the same admin only, a fresh expiry); only its Confirm runs the command.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Pending:
     inv: Invocation
     expires: datetime
     message_id: int = 0
+    second: bool = False  # this is the second question (its Confirm runs the command)
 
 
 class Confirmations:
@@ -52,25 +57,42 @@ class Confirmations:
         tg = self.tg
         # What will happen, named before the question (e.g. /kill's pids and command lines).
         what = await command.describe(Context(inv, tg.node)) if command.describe else ""
+        text = f"Run <code>/{command.name} {esc(inv.args_text)}</code>?\n" + (
+            f"{what}\n" if what else ""
+        )
+        await self._question(command, inv, text, None, second=False)
+        await tg.audit(inv, "confirming", 0, "")
+
+    async def _question(
+        self, command: Command, inv: Invocation, text: str, edit: int | None, *, second: bool
+    ) -> None:
+        """Send (or edit ``edit`` into) a question with its Confirm / Cancel and expiry."""
+        tg = self.tg
         token = secrets.token_urlsafe(9)
         timeout = tg.settings.confirm_timeout
-        self.pending[token] = Pending(command, inv, utcnow() + timeout)
+        pending = Pending(command, inv, utcnow() + timeout, second=second)
+        self.pending[token] = pending
         yes = InlineKeyboardButton("✅ Confirm", callback_data=f"{CONFIRM_PREFIX}{token}:yes")
         no = InlineKeyboardButton("✖️ Cancel", callback_data=f"{CONFIRM_PREFIX}{token}:no")
-        text = (
-            f"Run <code>/{command.name} {esc(inv.args_text)}</code>?\n"
-            + (f"{what}\n" if what else "")
-            + f"Only {esc(inv.username or inv.user_id)} can confirm, within "
+        text += (
+            f"Only {esc(inv.username or inv.user_id)} can confirm, within "
             f"{int(timeout.total_seconds())} s."
         )
-        sent = await tg.app.bot.send_message(
-            inv.chat_id,
-            text,
-            parse_mode=ParseMode.HTML,
-            reply_markup=InlineKeyboardMarkup([[yes, no]]),
-        )
-        self.pending[token].message_id = sent.message_id
-        await tg.audit(inv, "confirming", 0, "")
+        markup = InlineKeyboardMarkup([[yes, no]])
+        if edit is None:
+            sent = await tg.app.bot.send_message(
+                inv.chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
+            )
+            pending.message_id = sent.message_id
+        else:
+            await tg.app.bot.edit_message_text(
+                text,
+                chat_id=inv.chat_id,
+                message_id=edit,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+            )
+            pending.message_id = edit
         self._timers[token] = asyncio.get_running_loop().call_later(
             timeout.total_seconds(), lambda: tg.spawn(self._expire(token), "confirmation expiry")
         )
@@ -119,6 +141,13 @@ class Confirmations:
             await query.answer("Cancelled.")
             await tg.send(inv.chat_id, Reply("Cancelled; nothing was run."), edit=message_id)
             await tg.audit(inv, "cancelled", 0, "")
+            return
+        again = pending.command.confirm_again
+        question = again(inv.args) if again is not None and not pending.second else None
+        if question is not None:
+            await query.answer("One more confirmation…")
+            await self._question(pending.command, inv, f"{question}\n", message_id, second=True)
+            await tg.audit(inv, "confirming", 0, "second confirmation")
             return
         await query.answer("Running…")
         working = Working(tg.app.bot, inv.chat_id, after=tg.progress_after, message_id=message_id)

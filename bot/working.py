@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import AIORateLimiter
@@ -87,19 +87,29 @@ async def send_reply(bot: Bot, chat_id: int, reply: Reply, edit: int | None = No
     message cannot be edited (someone deleted it), the reply goes out as a new message."""
     parts = split_html(reply.text)
     document = reply.document
+    links = (
+        InlineKeyboardMarkup([[InlineKeyboardButton(label, url=url)] for label, url in reply.links])
+        if reply.links
+        else None
+    )
     if len(parts) > MAX_PARTS and document is None:
         document = ("reply.txt", plain(reply.text).encode())
         parts = [f"{parts[0].splitlines()[0]}\n(full text attached)"]
     for i, part in enumerate(parts):
+        markup = links if i == 0 else None  # the link buttons go under the first part
         if i == 0 and edit is not None:
             try:
                 await bot.edit_message_text(
-                    part, chat_id=chat_id, message_id=edit, parse_mode=ParseMode.HTML
+                    part,
+                    chat_id=chat_id,
+                    message_id=edit,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
                 )
                 continue
             except BadRequest as exc:
                 log.warning("telegram: cannot edit message %s (%s); sending the reply", edit, exc)
-        await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML)
+        await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML, reply_markup=markup)
     if document is not None:
         await bot.send_document(chat_id, document[1], filename=document[0])
 

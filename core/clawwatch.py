@@ -165,6 +165,9 @@ class ClawWatch:
                 )
             ).all()
         summary = RoundSummary()
+        await self._settle_gone(
+            {f"{row.org}/{row.slug}" for row in claw_rows}, {row.hostname for row in mini_rows}
+        )
         if not mini_rows:
             return summary
         held: dict[int, list[Any]] = {}
@@ -177,6 +180,16 @@ class ClawWatch:
                 await self._record(row, mini, probe, held.get(mini.id, []), summary.flips)
             )
         return summary
+
+    async def _settle_gone(self, active: set[str], minis: set[str]) -> None:
+        """Open ``claw:`` and ``mini:`` alerts of what is no longer watched (a claw deleted, a
+        Mini removed) are put up without a word: nothing is left to recover."""
+        for state in await self.alerts.open_alerts():
+            kind, _, name = state.key.partition(":")
+            if kind == "claw" and name not in active:
+                await self.alerts.settle(state.key, "the claw is no longer active")
+            elif kind == "mini" and name not in minis:
+                await self.alerts.settle(state.key, "the Mini left the inventory")
 
     async def probe(self, mini: Mini) -> Probe:
         """``GET /health`` and ``GET /claws``, together bounded by the timeout; never raises."""

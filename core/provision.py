@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -81,22 +82,67 @@ def token_context(org: str, slug: str) -> str:
 
 
 async def reserve(
-    db: Database, org: str, slug: str, created_by: int | None, sealed_token: str
+    db: Database,
+    org: str,
+    slug: str,
+    created_by: int | None,
+    sealed_token: str,
+    *,
+    restore_after: datetime | None = None,
 ) -> Reservation:
+    """Place a new claw; with ``restore_after``, place the existing ``deleted`` row of
+    (org, slug) again instead (only if it was deleted after that time), keeping its id (so its
+    bucket and agent id), ``deleted_at`` (the restore's rollback goes back to it) and steps
+    ``["reserved"]``. A racing restore of the same row: one wins, the other is refused."""
     block_on: int | None = None
     for _attempt in range(MAX_ATTEMPTS):
         try:
             async with db.begin_write() as conn:
-                status = (
+                found = (
                     await conn.execute(
-                        select(claws.c.status).where(claws.c.org == org, claws.c.slug == slug)
+                        select(claws.c.id, claws.c.status, claws.c.deleted_at).where(
+                            claws.c.org == org, claws.c.slug == slug
+                        )
                     )
-                ).scalar_one_or_none()
-                if status is not None:
-                    raise InputError(f"claw {org}/{slug} exists ({status}); delete it first")
+                ).first()
+                if restore_after is None and found is not None:
+                    hint = (
+                        "; /claw restore it" if found.status == "deleted" else "; delete it first"
+                    )
+                    raise InputError(f"claw {org}/{slug} exists ({found.status}){hint}")
+                if restore_after is not None:
+                    _check_restorable(org, slug, found, restore_after)
                 mini, ports = await _choose(conn, db.dialect == "postgresql", block_on)
                 port = next(p for p in range(mini.port_low, mini.port_high + 1) if p not in ports)
                 now = utcnow()
+                if restore_after is not None:
+                    assert found is not None
+                    result = await conn.execute(
+                        update(claws)
+                        .where(
+                            claws.c.id == found.id,
+                            claws.c.status == "deleted",
+                            claws.c.deleted_at > restore_after,
+                        )
+                        .values(
+                            status="provisioning",
+                            mini_id=mini.id,
+                            mini_port=port,
+                            gateway_token_sealed=sealed_token,
+                            steps=json.dumps(["reserved"]),
+                            error="",
+                            updated_at=now,
+                            # its gateway is a new one: what was seen of the old one is gone
+                            gateway_state=None,
+                            gateway_restarts=0,
+                            gateway_error="",
+                            gateway_since=None,
+                            checked_at=None,
+                        )
+                    )
+                    if result.rowcount != 1:
+                        raise InputError(f"{org}/{slug} changed meanwhile (restored elsewhere?)")
+                    return Reservation(int(found.id), mini, port)
                 result = await conn.execute(
                     insert(claws).values(
                         org=org,
@@ -123,6 +169,15 @@ async def reserve(
                 raise
             block_on = None  # a racing insert won: look again (a duplicate slug is refused)
     raise StorageError(f"could not reserve a port for {org}/{slug} after {MAX_ATTEMPTS} tries")
+
+
+def _check_restorable(org: str, slug: str, found: Any, restore_after: datetime) -> None:
+    if found is None:
+        raise InputError(f"no claw {org}/{slug}")
+    if found.status != "deleted":
+        raise InputError(f"{org}/{slug} is {found.status}, not deleted: nothing to restore")
+    if found.deleted_at is None or found.deleted_at <= restore_after:
+        raise InputError(f"{org}/{slug} was deleted past the retention: it cannot be restored")
 
 
 async def _choose(

@@ -11,7 +11,9 @@ from jobs.base import JobSpec
 from jobs.checkins import checkin_monitor
 from jobs.claw_recovery import SETTINGS as CLAW_RECOVERY
 from jobs.claw_recovery import claw_recovery
+from jobs.claws_backup import claws_backup
 from jobs.claws_health import claws_health
+from jobs.claws_purge import claws_purge
 from jobs.cleaner import cleaner
 from jobs.commands import command_specs
 from jobs.healer import healer
@@ -36,6 +38,10 @@ def builtin_jobs(config: Config) -> list[JobSpec]:
         ),
         JobSpec(
             "claws_health", "Minis' agents and claws' gateways", jobs.claws_health, claws_health
+        ),
+        JobSpec("claws_backup", "backs every active claw up", jobs.claws_backup, claws_backup),
+        JobSpec(
+            "claws_purge", "purges claws deleted past retention", jobs.claws_purge, claws_purge
         ),
     ]
     return specs + command_specs(jobs.commands)

@@ -13,11 +13,12 @@ import html
 import logging
 import re
 from importlib.resources import files
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy import select
 
-from core.claws import SLUG, Claws
+from core.claws import SLUG, Claw, Claws
 from core.errors import InputError, StorageError
 from core.orgs import is_member
 from core.tables import org_members
@@ -83,16 +84,29 @@ async def claws_list(request: web.Request) -> web.StreamResponse:
     async with db.connect() as conn:
         member_of = set((await conn.execute(query)).scalars())
     rows = [c for c in await Claws(db, None).list() if c.org in member_of]
-    items = "".join(
-        f'<li><a href="/claws/{html.escape(c.org)}/{html.escape(c.slug)}">'
-        f"{html.escape(c.org)}/{html.escape(c.slug)}</a> · {html.escape(c.status)}</li>"
-        for c in rows
-    )
+    items = "".join(_claw_item(c) for c in rows)
     listing = f"<ul>{items}</ul>" if rows else "<p>No claws in your orgs yet.</p>"
     return page(
         "Your claws",
         f"<p>Signed in as Telegram user <b>{user}</b>.</p>{listing}"
         '<form method=post action="/logout"><button>Sign out</button></form>',
+    )
+
+
+def _claw_item(claw: Claw) -> str:
+    """One claw: its name and status, its "Web chat" and (with a tunnel) "OpenClaw Gateway"."""
+    name = f"{html.escape(claw.org)}/{html.escape(claw.slug)}"
+    chat = f"/claws/{quote(claw.org, safe='')}/{quote(claw.slug, safe='')}"
+    links = [f'<a href="{html.escape(chat)}">Web chat</a>']
+    if claw.gateway_link:
+        links.append(
+            f'<a href="{html.escape(claw.gateway_link)}" rel="noopener noreferrer">'
+            "OpenClaw Gateway</a>"
+        )
+    return (
+        f'<li><a href="{html.escape(chat)}">{name}</a> · {html.escape(claw.status)} · '
+        + " · ".join(links)
+        + "</li>"
     )
 
 

@@ -7,7 +7,9 @@ behind, and it can misbehave on purpose (``fault``) or answer slowly (``latency`
 - ``"not-ok"``: the create route answers 200 {"ok": false, "error"} — also after creating it;
 - ``"never-ready"``: claws stay ``crashed`` and never ``ready``;
 
-and ``refuse_delete`` makes DELETE answer 500 (a rollback or delete that cannot finish).
+and ``refuse_delete`` makes DELETE answer 500 (a rollback or delete that cannot finish),
+``refuse_backup`` makes a backup answer 500 (its store is down). Backups are only counted
+(``backups``); a create with ``restore`` is remembered in the claw's ``restore``.
 
 An agent that is down is simply one that was never started: ``down_url()``.
 """
@@ -40,6 +42,8 @@ class FakeAgent:
     fault: str | None = None
     latency: float = 0.0
     refuse_delete: bool = False
+    refuse_backup: bool = False
+    backups: list[str] = field(default_factory=list)
     claws: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     url: str = ""
@@ -52,6 +56,7 @@ class FakeAgent:
         app.router.add_get("/claws/{id}/status", self._status)
         app.router.add_post("/claws/{id}/restart", self._status)
         app.router.add_delete("/claws/{id}", self._delete)
+        app.router.add_post("/claws/{id}/backup", self._backup)
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -107,7 +112,12 @@ class FakeAgent:
             return _fail(409, f"port {port} in use")
         if len(self.claws) >= self.max_claws:
             return _fail(507, f"at max_claws ({self.max_claws})")
-        self.claws[claw_id] = {"port": port, "token": token, "bucket": body.get("bucket")}
+        self.claws[claw_id] = {
+            "port": port,
+            "token": token,
+            "bucket": body.get("bucket"),
+            "restore": body.get("restore", False),
+        }
         return self._created(claw_id, 201)
 
     def _created(self, claw_id: str, status: int) -> web.Response:
@@ -132,6 +142,25 @@ class FakeAgent:
         if self.claws.pop(request.match_info["id"], None) is None:
             return _fail(404, f"no claw {request.match_info['id']}")
         return web.json_response({"ok": True})
+
+    async def _backup(self, request: web.Request) -> web.Response:
+        claw_id = request.match_info["id"]
+        if claw_id not in self.claws:
+            return _fail(404, f"no claw {claw_id}")
+        if self.refuse_backup:
+            return _fail(500, "S3 store unreachable")
+        key = f"backups/{claw_id}-{len(self.backups) + 1}.tar.gz"
+        self.backups.append(key)
+        return web.json_response(
+            {
+                "ok": True,
+                "key": key,
+                "size": 12 * 1024,
+                "seconds": 1.3,
+                "method": "tarball",
+                "pruned": 0,
+            }
+        )
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.json_response(

@@ -232,7 +232,7 @@ async def test_a_bucket_name_already_taken_fails_and_that_bucket_is_left_alone(
         await elsewhere.delete(taken)
 
 
-async def test_deprovision_removes_the_agent_claw_the_bucket_and_the_row(
+async def test_deprovision_removes_the_agent_claw_and_frees_the_port_but_keeps_the_bucket(
     db, fleet, start_agent, keyring, s3
 ):
     agent = await start_agent()
@@ -241,9 +241,20 @@ async def test_deprovision_removes_the_agent_claw_the_bucket_and_the_row(
     claw = await claws.provision("acme", "support")
     await claws.deprovision("acme", "support")
     assert agent.claws == {}
-    assert not await Buckets(s3).exists(claw.bucket)
-    assert await row(db) is None
+    assert await Buckets(s3).exists(claw.bucket)  # kept for /claw restore until purged
+    assert (await row(db)).status == "deleted"
     assert (await fleet.get("mini-1")).used == 0
+
+
+async def test_deprovision_of_a_claw_without_a_bucket_deletes_its_row(
+    db, fleet, start_agent, keyring
+):
+    agent = await start_agent()
+    await add_mini(fleet, agent.url)
+    claws = service(db, keyring)
+    await claws.provision("acme", "support")
+    await claws.deprovision("acme", "support")
+    assert agent.claws == {} and await row(db) is None
 
 
 async def test_a_delete_the_agent_refuses_stays_deleting_and_recover_finishes_it(

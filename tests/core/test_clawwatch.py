@@ -339,3 +339,20 @@ async def test_the_locking_placement_step_also_refuses_an_unreachable_mini(db, a
         assert await _lock_with_room(conn, mini_id, skip_locked=False) is not None
         await conn.execute(update(mac_minis).values(reachable=False))
         assert await _lock_with_room(conn, mini_id, skip_locked=True) is None
+
+
+async def test_the_alerts_of_a_claw_deleted_or_a_mini_removed_are_let_go_silently(db, agent):
+    mini_id = await add_mini(db, agent.url)
+    await add_claw(db, mini_id, "acme", "gone", 3001)  # the agent does not hold it: missing
+    watch = watcher(db)
+    await watch.round()
+    alerts = Alerts(db)
+    assert [s.key for s in await alerts.open_alerts()] == ["claw:acme/gone"]
+    await alerts.observe("mini:old-mini", "critical", "offline")  # a Mini since removed
+    async with db.begin() as conn:
+        await conn.execute(update(claws).values(status="deleted", mini_id=None, mini_port=None))
+    await watch.round()
+    assert await alerts.open_alerts() == []
+    settled = [f for f in await flips(db) if f.new_state == "up"]
+    assert {f.key for f in settled} == {"claw:acme/gone", "mini:old-mini"}
+    assert all(f.suppressed for f in settled), "nothing to tell: nobody waits for a recovery"

@@ -18,6 +18,7 @@ from core.crypto import generate_key
 from core.minis import Minis
 from core.openclaw import gateway_url, handshake
 from tests.agent.conftest import CLAWOPS, TOKEN_ENV, Agent, pid_alive
+from tests.agent.test_agent_backup import s3_table
 from tests.agent.test_real_gateway import NODE, OPENCLAW
 from tests.auxil.botnode import start_test_node
 from tests.bot.test_bot import ADMIN, GROUP, VIEWER, say
@@ -26,7 +27,7 @@ from tests.bot.test_fleet_commands import confirmed, only
 KEY_ENV = "CLAWOPS_TEST_SECRET_KEY"
 
 
-async def start_node(tmp_path, monkeypatch, tg, s3, extra_claws=None) -> Node:
+async def start_node(tmp_path, monkeypatch, tg, s3, extra_claws=None, **sections) -> Node:
     monkeypatch.setenv(KEY_ENV, generate_key())
     return await start_test_node(
         tmp_path, monkeypatch, tg,
@@ -35,7 +36,7 @@ async def start_node(tmp_path, monkeypatch, tg, s3, extra_claws=None) -> Node:
                       "access_key_id_env": "CLAWOPS_TEST_S3_KEY",
                       "secret_access_key_env": "CLAWOPS_TEST_S3_SECRET"},
                **(extra_claws or {})},
-        orgs=[{"slug": "acme", "name": "Acme", "members": [ADMIN]}],
+        orgs=[{"slug": "acme", "name": "Acme", "members": [ADMIN]}], **sections,
     )  # fmt: skip
 
 
@@ -58,7 +59,7 @@ async def add_mini(node: Node, agent: Agent, monkeypatch, capacity: int = 4) -> 
 async def test_a_claw_is_provisioned_used_and_deleted_from_telegram(
     node, tg, s3, start_agent: Callable[..., Agent], monkeypatch
 ):
-    agent = start_agent()
+    agent = start_agent(extra_toml=s3_table(s3))
     await add_mini(node, agent, monkeypatch)
     assert "mini-1" in only(await say(tg, GROUP, VIEWER, "/minis"))
     result = await confirmed(tg, "/claw new acme support", wait=60)
@@ -77,9 +78,10 @@ async def test_a_claw_is_provisioned_used_and_deleted_from_telegram(
     status = only(await say(tg, GROUP, VIEWER, "/claw status support"))
     assert "steps done: reserved, agent, bucket" in status
     deleted = await confirmed(tg, "/claw delete acme/support", wait=30)
-    assert "deleted" in deleted
+    assert "deleted" in deleted and "final backup backups/" in deleted
     assert agent.call("GET", "/claws").json()["claws"] == []
-    assert not await Buckets(s3).exists(claw.bucket)
+    assert await Buckets(s3).exists(claw.bucket)  # kept for /claw restore until purged
+    assert (await node.claws_service().get("acme", "support")).status == "deleted"
     assert not any(pid_alive(p) for p in agent.seen_pids)
 
 
@@ -178,7 +180,7 @@ async def test_a_claw_on_a_real_openclaw_gateway_becomes_active_and_answers_its_
         token = await node.claws_service().gateway_token("acme", "real")
         hello = await handshake(gateway_url(claw.mini_port), token, timeout=20)
         assert hello.protocol == 4
-        await node.claws_service().deprovision("acme", "real")
+        await node.claws_service().deprovision("acme", "real", force=True)
         await asyncio.sleep(0)
         assert agent.call("GET", "/claws").json()["claws"] == []
     finally:

@@ -366,3 +366,39 @@ async def test_in_chromium_a_refused_socket_shows_the_reason_and_retries_until_t
     assert shown.startswith("claw acme/bob is provisioning, not active · reconnecting in")
     await set_status(db, "active")
     await browser.wait_for(f"{status}.startsWith('connected')", timeout=10)
+
+
+async def test_the_claws_list_has_web_chat_and_gateway_links_escaped_and_hides_deleted(running, db):
+    now = utcnow()
+    async with db.begin() as conn:
+        await conn.execute(
+            update(claws).where(claws.c.slug == "bob").values(tunnel_hostname="claw-1-m1.ex.com")
+        )
+        await conn.execute(
+            insert(claws).values(
+                org="acme",
+                slug="gone",
+                status="deleted",
+                deleted_at=now,
+                created_at=now,
+                updated_at=now,
+                tunnel_hostname='x"><script>alert(1)</script>',
+            )
+        )
+    await sign_in(running)
+    page = (await running.client.get("/claws")).text
+    assert '<a href="/claws/acme/bob">Web chat</a>' in page
+    assert '<a href="https://claw-1-m1.ex.com" rel="noopener noreferrer">OpenClaw Gateway</a>' in (
+        page
+    )
+    assert "gone" not in page and "<script>" not in page
+    async with db.begin() as conn:  # without a tunnel: no gateway link
+        await conn.execute(update(claws).values(tunnel_hostname=None))
+        await conn.execute(
+            update(claws)
+            .where(claws.c.slug == "gone")
+            .values(status="active", deleted_at=None, tunnel_hostname='a"b<c')
+        )
+    page = (await running.client.get("/claws")).text
+    assert "OpenClaw Gateway" in page and 'href="https://a&quot;b&lt;c"' in page
+    assert page.count("OpenClaw Gateway") == 1
