@@ -35,7 +35,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import AIORateLimiter
 
 from bot.commands import Reply
-from bot.format import MAX_PARTS, plain, split_html
+from bot.format import MAX_PARTS, esc, plain, split_html
 
 log = logging.getLogger("clawops.bot")
 TYPING_EVERY = 4.0
@@ -109,7 +109,16 @@ async def send_reply(bot: Bot, chat_id: int, reply: Reply, edit: int | None = No
                 continue
             except BadRequest as exc:
                 log.warning("telegram: cannot edit message %s (%s); sending the reply", edit, exc)
-        await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML, reply_markup=markup)
+        try:
+            await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML, reply_markup=markup)
+        except BadRequest as exc:
+            if markup is None:
+                raise
+            # Telegram refuses a button's URL (BUTTON_URL_INVALID: a loopback public_url, say):
+            # the reply still goes out, the links as text under it.
+            log.warning("telegram: link buttons refused (%s); sending them as text", exc)
+            text = "\n".join(f"{esc(label)}: {esc(url)}" for label, url in reply.links)
+            await bot.send_message(chat_id, f"{part}\n{text}", parse_mode=ParseMode.HTML)
     if document is not None:
         await bot.send_document(chat_id, document[1], filename=document[0])
 

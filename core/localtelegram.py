@@ -48,6 +48,7 @@ ALLOWED_TAGS = frozenset(
     ("b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span",
      "tg-spoiler", "tg-emoji", "blockquote")
 )  # fmt: skip
+URL_SCHEMES = ("http://", "https://", "tg://")
 JSON_PARAMS = ("reply_markup", "scope", "commands", "reply_parameters", "entities")
 ACCESS_FILE = "local-bot-api.json"  # in the node's data dir: the URL and the control secret
 
@@ -431,6 +432,12 @@ class LocalTelegram:
     def _buttons(params: dict[str, Any]) -> list[list[dict[str, Any]]]:
         markup = params.get("reply_markup") or {}
         rows = markup.get("inline_keyboard", []) if isinstance(markup, dict) else []
+        for row in rows:
+            for button in row:
+                url = button.get("url") if isinstance(button, dict) else None
+                # Like Telegram: a URL button takes an HTTP(S) or tg:// URL only.
+                if url is not None and not str(url).lower().startswith(URL_SCHEMES):
+                    raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
         return [list(row) for row in rows]
 
     # Bot API methods (token, params) -> result
@@ -487,11 +494,12 @@ class LocalTelegram:
     async def _m_sendMessage(self, token: str, params: dict[str, Any]) -> Any:
         chat_id = self._chat_id(params)
         text = self._text(params)
+        buttons = self._buttons(params)
         message = self._message(chat_id, text, None, self.bot_user)
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
         await self._record(Sent(len(self.sent) + 1, "message", chat_id, message["message_id"],
-                                text, self._buttons(params)))  # fmt: skip
+                                text, buttons))  # fmt: skip
         return message
 
     def _stored(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -504,6 +512,7 @@ class LocalTelegram:
     async def _m_editMessageText(self, token: str, params: dict[str, Any]) -> Any:
         message = self._stored(params)
         text = self._text(params)
+        buttons = self._buttons(params)
         markup = params.get("reply_markup")
         if text == message.get("text") and markup == message.get("reply_markup"):
             raise ApiError(400, "Bad Request: message is not modified")
@@ -512,7 +521,7 @@ class LocalTelegram:
         if markup:
             message["reply_markup"] = markup
         await self._record(Sent(len(self.sent) + 1, "edit", message["chat"]["id"],
-                                message["message_id"], text, self._buttons(params)))  # fmt: skip
+                                message["message_id"], text, buttons))  # fmt: skip
         return message
 
     async def _m_editMessageReplyMarkup(self, token: str, params: dict[str, Any]) -> Any:

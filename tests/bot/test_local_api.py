@@ -10,8 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from telegram import Bot
 
+from bot.commands import Reply
 from bot.node import LOCAL_OPERATOR, Node
+from bot.working import send_reply
 from core.config import LoadedConfig, parse_config
 from core.localtelegram import ACCESS_FILE, LocalTelegram, loopback_host, read_access_file
 from tests.auxil.net import free_port
@@ -126,3 +129,15 @@ async def test_the_node_writes_a_private_access_file_and_removes_it_at_stop(loca
     assert items and "/status" in items[0].text
     await local_node.stop()
     assert not path.exists()
+
+
+async def test_a_reply_whose_link_buttons_telegram_refuses_still_arrives_with_its_links(tg):
+    async with Bot("123:abc", base_url=tg.base_url) as bot:
+        good = Reply("<b>acme/a</b>", links=(("Web chat", "https://ops.example/claws/acme/a"),))
+        await send_reply(bot, 42, good)
+        bad = Reply("<b>acme/b</b>", links=(("Web chat", "ftp://ops.example/claws/acme/b"),))
+        await send_reply(bot, 42, bad)
+    first, second = [s for s in tg.sent if s.kind == "message"]
+    assert first.buttons == [[{"text": "Web chat", "url": "https://ops.example/claws/acme/a"}]]
+    assert second.text == "<b>acme/b</b>\nWeb chat: ftp://ops.example/claws/acme/b"
+    assert second.buttons == []
