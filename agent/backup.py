@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import stat
 import tarfile
 import tempfile
@@ -37,8 +36,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from agent.openclaw_cli import CliFailed, cli_reason, json_object, run_cli
 from core.buckets import Buckets
 from core.errors import ClawopsError, RemoteError, Unreachable
 
@@ -50,10 +49,6 @@ SKIPPED = {"tmp", ".cache", "cache", "caches", ".npm", "node_modules"}
 
 class BadArchive(ClawopsError):
     """A backup that cannot or must not be restored (corrupt, hostile, or unreadable)."""
-
-
-class CliFailed(ClawopsError):
-    """The openclaw CLI could not make or restore an archive; the message says why."""
 
 
 def _archive(home: Path, dest: Path) -> None:
@@ -109,58 +104,6 @@ class Made:
         return out
 
 
-def _reason(out: str, err: str) -> str:
-    """Why the CLI failed: its --json error message, else its ``Reason:`` line, else the last
-    line it wrote (at most 300 characters)."""
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        message = json.loads(out[out.find("{") :])["error"]["message"]
-        if isinstance(message, str) and message:
-            return message[:300]
-    lines = [line.strip() for line in (err or out).splitlines() if line.strip()]
-    reasons = [line.split("Reason:", 1)[1].strip() for line in lines if "Reason:" in line]
-    return (reasons or lines or ["no output"])[-1][:300]
-
-
-async def run_cli(
-    argv: list[str], env: dict[str, str], cwd: Path, timeout: float
-) -> tuple[int, str, str]:
-    """Run the openclaw CLI in its own process group; killed (group and all) after ``timeout``."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise CliFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except (TimeoutError, asyncio.CancelledError) as exc:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            await proc.wait()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise CliFailed(f"{' '.join(argv[-2:])} did not finish within {timeout:g}s") from None
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    start = text.find("{")
-    try:
-        value = json.loads(text[start:]) if start >= 0 else None
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise CliFailed(f"openclaw {what} answered no JSON object")
-    return value
-
-
 async def openclaw_archive(
     cli: list[str], env: dict[str, str], out_dir: Path, timeout: float
 ) -> Path:
@@ -168,8 +111,8 @@ async def openclaw_archive(
     argv = [*cli, "backup", "create", "--output", str(out_dir), "--json", "--verify"]
     code, out, err = await run_cli(argv, env, out_dir, timeout)
     if code != 0:
-        raise CliFailed(f"openclaw backup create failed ({code}): {_reason(out, err)}")
-    result = _json_object(out, "backup create")
+        raise CliFailed(f"openclaw backup create failed ({code}): {cli_reason(out, err)}")
+    result = json_object(out, "backup create")
     path = Path(str(result.get("archivePath") or ""))
     if result.get("verified") is not True:
         raise CliFailed("openclaw backup create did not verify its archive")
@@ -311,7 +254,7 @@ async def restore_openclaw(
     except CliFailed as exc:
         raise BadArchive(f"the backup cannot be restored: {exc}") from None
     if code != 0:
-        raise BadArchive(f"openclaw backup restore refused the backup: {_reason(out, err)}")
+        raise BadArchive(f"openclaw backup restore refused the backup: {cli_reason(out, err)}")
     await asyncio.to_thread(_place, target, home)
 
 

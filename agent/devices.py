@@ -22,16 +22,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
-import json
 import re
-import signal
 import time
 from typing import Any
 
-from agent.claw import Claw, kill_group
+from agent.claw import Claw
 from agent.fleet import Refused
+from agent.openclaw_cli import cli_reason, json_object, run_cli
 from core.errors import InputError, RemoteError
 
 DEVICE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -60,55 +58,15 @@ def parse_device(body: Any) -> tuple[str, str]:
     return device_id, public_key
 
 
-def cli_command(gateway_command: list[str]) -> list[str]:
-    """The openclaw CLI's argv: ``gateway_command`` without its trailing ``gateway run``."""
-    if "gateway" not in gateway_command[1:]:
-        raise Refused(501, "cannot derive the openclaw CLI from gateway_command (no 'gateway')")
-    last = len(gateway_command) - 1 - gateway_command[::-1].index("gateway")
-    return gateway_command[:last]
-
-
-async def run_cli(argv: list[str], claw: Claw, drop_env: set[str]) -> tuple[int, str, str]:
-    """Run the CLI in the claw's home with its env; ``(returncode, stdout, stderr)``."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=claw.home, env=claw.environment(drop_env),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-    except OSError as exc:
-        raise RemoteError(f"cannot run the openclaw CLI: {exc.strerror or exc}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
-    except (TimeoutError, asyncio.CancelledError):
-        kill_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            await proc.wait()
-        raise RemoteError(f"the openclaw CLI did not finish within {CLI_TIMEOUT:g}s") from None
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def _json(text: str, what: str) -> dict[str, Any]:
-    start = text.find("{")
-    try:
-        value = json.loads(text[start:]) if start >= 0 else None
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise RemoteError(f"openclaw {what} answered no JSON object")
-    return value
-
-
-def _tail(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "no output"
+async def _cli(argv: list[str], claw: Claw, drop_env: set[str]) -> tuple[int, str, str]:
+    return await run_cli(argv, claw.environment(drop_env), claw.home, CLI_TIMEOUT)
 
 
 async def list_devices(cli: list[str], claw: Claw, drop_env: set[str]) -> dict[str, Any]:
-    code, out, err = await run_cli([*cli, "devices", "list", "--json"], claw, drop_env)
+    code, out, err = await _cli([*cli, "devices", "list", "--json"], claw, drop_env)
     if code != 0:
-        raise RemoteError(f"openclaw devices list failed ({code}): {_tail(err or out)}")
-    listing = _json(out, "devices list")
+        raise RemoteError(f"openclaw devices list failed ({code}): {cli_reason(out, err)}")
+    listing = json_object(out, "devices list")
     for key in ("pending", "paired"):
         if not isinstance(listing.get(key, []), list):
             raise RemoteError(f"openclaw devices list: {key} is not a list")
@@ -125,7 +83,7 @@ def _check_request(request: dict[str, Any], device_id: str) -> None:
 
 
 async def approve_device(
-    claw: Claw, gateway_command: list[str], drop_env: set[str], device_id: str, public_key: str,
+    claw: Claw, cli: list[str] | None, drop_env: set[str], device_id: str, public_key: str,
     *, wait: float = PENDING_WAIT,
 ) -> dict[str, str]:  # fmt: skip
     """Approve the pending request of exactly this device; ``{"status", "requestId"?}``.
@@ -133,7 +91,9 @@ async def approve_device(
     ``status`` is ``approved``, or ``paired`` when the device is already paired (a repeat, or
     another request approved it first). No pending request within ``wait`` seconds: 409.
     """
-    cli = cli_command(gateway_command)
+    if cli is None:
+        reason = "no openclaw CLI: set [agent] cli_command (gateway_command has no 'gateway')"
+        raise Refused(501, reason)
     deadline = time.monotonic() + wait
     while True:
         listing = await list_devices(cli, claw, drop_env)
@@ -144,7 +104,7 @@ async def approve_device(
                 continue
             _check_request(request, device_id)
             request_id = str(request.get("requestId", ""))
-            code, _, _ = await run_cli(
+            code, _, _ = await _cli(
                 [*cli, "devices", "approve", request_id, "--json"], claw, drop_env
             )
             if code == 0:

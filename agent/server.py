@@ -110,9 +110,7 @@ async def approve_claw_device(request: web.Request) -> web.Response:
     device_id, public_key = parse_device(body)
     fleet = request.app[FLEET]
     claw = fleet.get(request.match_info["id"])
-    result = await approve_device(
-        claw, fleet.config.gateway_command, fleet.drop_env, device_id, public_key
-    )
+    result = await approve_device(claw, fleet.config.cli, fleet.drop_env, device_id, public_key)
     return web.json_response({"ok": True, "deviceId": device_id, **result})
 
 
