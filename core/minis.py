@@ -140,12 +140,13 @@ def mini_from_row(row: Any, used: int = 0) -> Mini:
 def _validated(
     hostname: str,
     agent_url: str,
+    *,
     ports: str,
     capacity: int,
-    agent_token_env: str | None,
-    agent_token: str | None,
-    tunnel_suffix: str | None,
-    gateway_host: str | None,
+    agent_token_env: str | None = None,
+    agent_token: str | None = None,
+    tunnel_suffix: str | None = None,
+    gateway_host: str | None = None,
 ) -> tuple[str, int, int]:
     """Every field of a new Mini checked (InputError naming the first bad one); its URL, ports."""
     if not HOSTNAME.match(hostname):
@@ -195,12 +196,12 @@ class Minis:
         url, low, high = _validated(
             hostname,
             agent_url,
-            ports,
-            capacity,
-            agent_token_env,
-            agent_token,
-            tunnel_suffix,
-            gateway_host,
+            ports=ports,
+            capacity=capacity,
+            agent_token_env=agent_token_env,
+            agent_token=agent_token,
+            tunnel_suffix=tunnel_suffix,
+            gateway_host=gateway_host,
         )
         sealed = None
         if agent_token is not None:
@@ -226,30 +227,13 @@ class Minis:
         return await self.get(hostname)
 
     async def verify(
-        self,
-        hostname: str,
-        agent_url: str,
-        *,
-        ports: str,
-        capacity: int,
-        agent_token_env: str | None = None,
-        agent_token: str | None = None,
-        tunnel_suffix: str | None = None,
-        gateway_host: str | None = None,
-        timeout: float = 10.0,
+        self, hostname: str, agent_url: str, *, timeout: float = 10.0, **fields: Any
     ) -> AgentHealth:
-        """Check the fields as ``add`` does, then ask the agent for ``GET /health`` with the
-        token, bounded by ``timeout``; InputError with the reason when it cannot answer."""
-        url, _low, _high = _validated(
-            hostname,
-            agent_url,
-            ports,
-            capacity,
-            agent_token_env,
-            agent_token,
-            tunnel_suffix,
-            gateway_host,
-        )
+        """Check the fields as ``add`` does (the same keywords), then ask the agent for
+        ``GET /health`` with the token, bounded by ``timeout``; InputError with the reason when
+        it cannot answer."""
+        url, _low, _high = _validated(hostname, agent_url, **fields)
+        agent_token, agent_token_env = fields.get("agent_token"), fields.get("agent_token_env")
         token = agent_token
         if agent_token_env is not None:
             token = os.environ.get(agent_token_env)
