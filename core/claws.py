@@ -40,6 +40,7 @@ from core.buckets import Buckets, S3Settings, check_bucket_name
 from core.config import ClawsBackupJob, ClawsConfig
 from core.crypto import Keyring, SecretsError
 from core.db import Database
+from core.durations import format_duration
 from core.errors import ClawopsError, InputError, RemoteError
 from core.minis import Mini, agent_client, mini_from_row
 from core.orgs import org_exists
@@ -265,8 +266,9 @@ class Claws:
             raise InputError(f"{org}/{slug} is {claw.status}, not deleted: nothing to restore")
         cutoff = utcnow() - self.deleted_retention
         if claw.status == "purging" or claw.deleted_at is None or claw.deleted_at <= cutoff:
+            kept = format_duration(self.deleted_retention)
             raise InputError(
-                f"{org}/{slug} was deleted more than {_span(self.deleted_retention)} ago: "
+                f"{org}/{slug} was deleted more than {kept} ago: "
                 "past the retention, it cannot be restored"
             )
         return claw, cutoff
@@ -679,8 +681,3 @@ def _claw(row: Any) -> Claw:
         checked_at=row.checked_at, deleted_at=row.deleted_at, backup_key=row.backup_key,
         backup_at=row.backup_at,
     )  # fmt: skip
-
-
-def _span(span: timedelta) -> str:
-    days = span.total_seconds() / 86400
-    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} s"
