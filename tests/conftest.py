@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -15,6 +19,22 @@ from sqlalchemy import text
 from core.buckets import S3Settings
 from core.db import Database
 from core.tables import metadata
+
+
+def _dump_tasks(_signum: int, _frame: object) -> None:
+    """``kill -USR1 <pytest pid>``: every asyncio task's stack to stderr (a hung test says where
+    it waits, which a thread dump cannot show: the loop thread only waits in select)."""
+    loop = asyncio.events._get_running_loop()
+    if loop is None:
+        print("SIGUSR1: no running event loop", file=sys.stderr, flush=True)
+        return
+    for task in asyncio.all_tasks(loop):
+        buffer = io.StringIO()
+        task.print_stack(file=buffer)
+        print(f"--- {task!r}\n{buffer.getvalue()}", file=sys.stderr, flush=True)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)
 
 PM2_BIN = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin"
 PG_ADMIN = os.environ.get("CLAWOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
