@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
-import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,16 +21,18 @@ from core.tables import metadata
 
 
 def _dump_tasks(_signum: int, _frame: object) -> None:
-    """``kill -USR1 <pytest pid>``: every asyncio task's stack to stderr (a hung test says where
-    it waits, which a thread dump cannot show: the loop thread only waits in select)."""
+    """``kill -USR1 <pytest pid>``: every asyncio task's stack into
+    ``$TMPDIR/pytest-tasks-<pid>.txt`` (a hung test says where it waits, which a thread dump
+    cannot show: the loop's thread only waits in select; pytest captures stderr)."""
+    path = Path(tempfile.gettempdir()) / f"pytest-tasks-{os.getpid()}.txt"
     loop = asyncio.events._get_running_loop()
-    if loop is None:
-        print("SIGUSR1: no running event loop", file=sys.stderr, flush=True)
-        return
-    for task in asyncio.all_tasks(loop):
-        buffer = io.StringIO()
-        task.print_stack(file=buffer)
-        print(f"--- {task!r}\n{buffer.getvalue()}", file=sys.stderr, flush=True)
+    with path.open("w") as out:
+        if loop is None:
+            out.write("no running event loop\n")
+            return
+        for task in asyncio.all_tasks(loop):
+            out.write(f"--- {task!r}\n")
+            task.print_stack(file=out)
 
 
 signal.signal(signal.SIGUSR1, _dump_tasks)
