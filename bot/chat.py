@@ -155,10 +155,10 @@ class Chat:
         once when following has stopped)."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.seen > mark or self.failure is not None),
-                    timeout,
-                )
+                async with asyncio.timeout(timeout):  # not wait_for: it may swallow a cancel
+                    await self._changed.wait_for(
+                        lambda: self.seen > mark or self.failure is not None
+                    )
         return self.seen > mark
 
 

@@ -83,8 +83,11 @@ class Notifier:
             if delay:
                 await asyncio.sleep(delay)
             else:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # arrives as the wake fires, and stop() would then wait for this loop forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 delay = await self.flush()

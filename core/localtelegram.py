@@ -320,9 +320,8 @@ class LocalTelegram:
 
         async with self._changed:
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: bool(found()) or self._closing), timeout
-                )
+                async with asyncio.timeout(timeout):  # not wait_for: it may swallow a cancel
+                    await self._changed.wait_for(lambda: bool(found()) or self._closing)
             except TimeoutError:
                 return []
         return found()
