@@ -149,7 +149,8 @@ class TelegramBot:
                 task.cancel()
             if late:
                 log.warning("telegram: %d command(s) cancelled at stop", len(late))
-                await asyncio.wait(late)
+                # Bounded too: a task that swallows its cancel must not hold the stop forever.
+                await asyncio.wait(late, timeout=STOP_GRACE)
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
