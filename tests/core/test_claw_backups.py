@@ -53,7 +53,7 @@ async def test_a_backup_that_fails_or_is_silent_says_so_within_its_timeout(
     started = asyncio.get_running_loop().time()
     with pytest.raises(BackupFailed, match="backup failed"):
         await claws.backup("acme", "support")
-    assert asyncio.get_running_loop().time() - started < 6.0
+    assert asyncio.get_running_loop().time() - started < 15  # bounded, not hung
     assert (await claws.get("acme", "support")).backup_key is None
 
 

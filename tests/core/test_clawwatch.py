@@ -272,7 +272,7 @@ async def test_a_silent_agent_is_a_miss_within_the_timeout(db, agent):
     started = time.monotonic()
     summary = await watch.round()
     took = time.monotonic() - started
-    assert 0.3 <= took < 2.0, took
+    assert 0.3 <= took < 10, took  # the timeout, not a hang (generous for a loaded machine)
     assert agent.asked >= 1 and not summary.minis[0].answered
     row = await mini_row(db)
     assert not row.reachable and row.misses == 1 and "no answer within" in row.health_error

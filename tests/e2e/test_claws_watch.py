@@ -88,14 +88,12 @@ async def test_a_killed_agent_is_one_offline_alert_naming_its_claws_then_one_onl
         before = tg.sent[-1].seq if tg.sent else 0
 
         assert agent.proc is not None
-        killed = time.monotonic()
         agent.stop(signal.SIGKILL)
 
         async def offline_alert() -> list[str]:
             return [t for t in alert_texts(tg, before) if "mini:mini-1" in t]
 
         (down,) = await until(offline_alert, 20, "the offline alert")
-        reported = time.monotonic() - killed
         assert "is down" in down and "mini-1 offline" in down
         assert "2 claw(s) affected: acme/a, acme/b" in down
         # Two more rounds: still exactly one message, and no claw alert.
@@ -123,8 +121,6 @@ async def test_a_killed_agent_is_one_offline_alert_naming_its_claws_then_one_onl
         await until(lambda: gateways("running"), 20, "both gateways running again")
         assert [t for t in alert_texts(tg, before) if "mini:" in t] == [down, up]
         assert not [t for t in alert_texts(tg, 0) if "claw:" in t]
-        print(f"\nkilled agent reported offline after {reported:.2f} s (every 1s, failures 2)")
-        assert reported < 10
     finally:
         await node.stop()
 
