@@ -21,12 +21,12 @@ async def claws_purge(ctx: JobContext) -> JobResult:
     if gone:
         lines.append(
             f"🧹 Purged {len(gone)} deleted claw(s) (buckets and backups): "
-            + ", ".join(f"<b>{_esc(n)}</b>" for n in gone)
+            + ", ".join(f"<b>{escape(n)}</b>" for n in gone)
         )
     if kept:
         lines.append(
             "⚠️ Not purged, tried again next run: "
-            + "; ".join(f"<b>{_esc(n)}</b> ({_esc(e[:200])})" for n, e in kept.items())
+            + "; ".join(f"<b>{escape(n)}</b> ({escape(e[:200])})" for n, e in kept.items())
         )
     await ctx.announce("\n".join(lines))
     data = {"purged": gone, "failed": kept}
@@ -37,7 +37,3 @@ async def claws_purge(ctx: JobContext) -> JobResult:
             data,
         )
     return JobResult("ok", "purged " + ", ".join(gone), data)
-
-
-def _esc(value: str) -> str:
-    return escape(value, quote=False)

@@ -15,6 +15,7 @@ from core.orgs import sync_orgs
 from core.tables import claws as claws_table
 from core.tables import utcnow
 from jobs.claws_backup import claws_backup
+from jobs.claws_health import claws_health
 from jobs.claws_purge import claws_purge
 from jobs.registry import builtin_jobs
 from tests.auxil.fakeagent import FakeAgent
@@ -114,3 +115,11 @@ async def test_the_purge_job_deletes_old_buckets_says_so_and_keeps_what_failed(
     finally:
         for agent in agents:
             await agent.stop()
+
+
+async def test_the_health_job_with_no_minis_lets_go_the_alert_of_a_removed_one(db, harness):
+    h = harness()
+    await h.ctx.alerts.observe("mini:gone-mini", "critical", "offline; 2 claw(s) affected")
+    result = await claws_health(h.ctx)
+    assert result.outcome == "ok" and result.summary == "no Mac Minis"
+    assert await h.ctx.alerts.open_alerts() == []
