@@ -39,7 +39,8 @@ async def test_a_claw_is_created_listed_queried_and_deleted(agent):
         )
         assert [i.claw_id for i in await c.list()] == ["claw-1"]
         assert (await c.status("claw-1")).pid == 4242
-        assert agent.claws["claw-1"] == {"port": 3001, "token": TOKEN, "bucket": "claw-1"}
+        held = {"port": 3001, "token": TOKEN, "bucket": "claw-1", "restore": False}
+        assert agent.claws["claw-1"] == held
         await c.delete("claw-1")
     assert agent.claws == {}
 
