@@ -356,3 +356,21 @@ async def test_the_alerts_of_a_claw_deleted_or_a_mini_removed_are_let_go_silentl
     settled = [f for f in await flips(db) if f.new_state == "up"]
     assert {f.key for f in settled} == {"claw:acme/gone", "mini:old-mini"}
     assert all(f.suppressed for f in settled), "nothing to tell: nobody waits for a recovery"
+
+
+async def test_a_drained_mini_that_dies_and_comes_back_is_still_draining(db, agent):
+    await add_mini(db, agent.url)
+    await Minis(db).drain("mini1")
+    watch = watcher(db, failures=1, successes=1)
+    await agent.stop()
+    await watch.round()
+    mini = await Minis(db).get("mini1")
+    assert (mini.state, mini.status, mini.reachable) == ("offline", "draining", False)
+    await agent.start()
+    async with db.begin() as conn:
+        await conn.execute(update(mac_minis).values(agent_url=agent.url))
+    await watch.round()
+    mini = await Minis(db).get("mini1")
+    assert (mini.state, mini.reachable) == ("draining", True)
+    with pytest.raises(NoCapacity):  # draining still takes no claw
+        await reserve(db, "acme", "new", None, "sealed")
