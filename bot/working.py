@@ -176,8 +176,11 @@ class Working:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """The command's work is over (``finish`` sends its reply)."""
-        await self._stop_timers()
+        """The command's work is over (``finish`` sends its reply). Under the lock: a working
+        message being sent is sent and known first, so the reply edits it (cancelled mid-send,
+        its id would be lost and the reply go out beside it)."""
+        async with self._lock:
+            await self._stop_timers()
 
     async def _stop_timers(self) -> None:
         for task in (self._watch, self._flush):

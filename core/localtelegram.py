@@ -178,6 +178,10 @@ class LocalTelegram:
         self.calls: dict[str, int] = {}
         self.conflicts = 0
         self.faults: dict[str, list[ApiError]] = {}
+        # A method whose gate is here waits for it to open (a Telegram slow to answer);
+        # ``waiting`` counts the requests that reached a gate.
+        self.gates: dict[str, asyncio.Event] = {}
+        self.waiting: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._pollers: dict[str, asyncio.Future[None]] = {}
         self._runner: web.AppRunner | None = None
@@ -404,6 +408,10 @@ class LocalTelegram:
             if handler is None:
                 raise ApiError(404, "Not Found: method not found")
             params = await self._params(request)
+            gate = self.gates.get(method)
+            if gate is not None:
+                self.waiting[method] = self.waiting.get(method, 0) + 1
+                await gate.wait()
             result = await handler(request.match_info["token"], params)
         except ApiError as exc:
             return exc.response()

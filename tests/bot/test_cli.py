@@ -241,14 +241,18 @@ def test_clawops_chat_talks_to_the_running_bot_and_presses_buttons(node: Node):
     once = clawops("chat", "--config", str(node.config), "-c", "/status")
     assert once.returncode == 0, once.stderr
     assert "test-node · primary" in once.stdout and "local Bot API, polling" in once.stdout
+    # A confirmed command runs beside the chat's next ones (it does not hold the chat): the
+    # session ends when the mute has answered, and the unmute comes after it.
     session = subprocess.run(
-        [*CLAWOPS, "chat", "--config", str(node.config)], input="/mute 1h\n1\n/unmute\n",
+        [*CLAWOPS, "chat", "--config", str(node.config)], input="/mute 1h\n1\n",
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert session.returncode == 0, session.stderr
     assert "[1] ✅ Confirm   [2] ✖️ Cancel" in session.stdout
     assert "(edited) 🔕 Muted all alerts for 1h" in session.stdout
-    assert "Unmuted (1 mute ended)." in session.stdout
+    unmute = clawops("chat", "--config", str(node.config), "-c", "/unmute")
+    assert unmute.returncode == 0, unmute.stderr
+    assert "Unmuted (1 mute ended)." in unmute.stdout
 
 
 def test_clawops_chat_without_a_running_node_names_the_missing_access_file(tmp_path, db_url):

@@ -283,3 +283,26 @@ async def test_a_command_running_at_stop_is_let_finish_and_answer(tmp_path, monk
     hold.release.set()
     await asyncio.wait_for(stopping, 10)
     assert [s.text for s in tg.sent if s.chat_id == VIEWER and s.kind == "message"] == ["held last"]
+
+
+async def test_a_command_ending_while_its_working_message_is_sent_edits_that_message(
+    quick, tg, hold
+):
+    # Telegram is slow to take the working message; the command ends meanwhile. Its reply must
+    # edit that message, not leave it saying "running…" forever beside a second one.
+    gate = tg.gates["sendMessage"] = asyncio.Event()
+    await tg.inject_message(GROUP, VIEWER, "/hold x", username="viewer")
+    await asyncio.wait_for(hold.started.wait(), 5)
+    for _ in range(100):
+        if tg.waiting.get("sendMessage"):
+            break
+        await tg.wait_sent(tg.sent[-1].seq if tg.sent else 0, 0.1, actions=True)
+    assert tg.waiting.get("sendMessage") == 1, "the working message never went out"
+    hold.release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)  # the command returns and its run ends, as far as it can
+    gate.set()
+    done = await until(tg, lambda: [s for s in tg.sent if s.text == "held x"])
+    shown = [s for s in tg.sent if s.chat_id == GROUP and s.kind == "message"]
+    assert [s.text for s in shown] == ["⏳ <code>/hold x</code> is running…"]
+    assert (done.kind, done.message_id) == ("edit", shown[0].message_id)
