@@ -505,8 +505,9 @@ class LocalTelegram:
         message = self._message(chat_id, text, None, self.bot_user)
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
-        await self._record(Sent(len(self.sent) + 1, "message", chat_id, message["message_id"],
-                                text, buttons))  # fmt: skip
+        await self._record(
+            Sent(len(self.sent) + 1, "message", chat_id, message["message_id"], text, buttons)
+        )
         return message
 
     def _stored(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -527,8 +528,10 @@ class LocalTelegram:
         message.pop("reply_markup", None)
         if markup:
             message["reply_markup"] = markup
-        await self._record(Sent(len(self.sent) + 1, "edit", message["chat"]["id"],
-                                message["message_id"], text, buttons))  # fmt: skip
+        chat_id = message["chat"]["id"]
+        await self._record(
+            Sent(len(self.sent) + 1, "edit", chat_id, message["message_id"], text, buttons)
+        )
         return message
 
     async def _m_editMessageReplyMarkup(self, token: str, params: dict[str, Any]) -> Any:
