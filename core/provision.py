@@ -115,6 +115,15 @@ async def reserve(
                 mini, ports = await _choose(conn, db.dialect == "postgresql", block_on)
                 port = next(p for p in range(mini.port_low, mini.port_high + 1) if p not in ports)
                 now = utcnow()
+                placed: dict[str, Any] = {
+                    "status": "provisioning",
+                    "mini_id": mini.id,
+                    "mini_port": port,
+                    "gateway_token_sealed": sealed_token,
+                    "steps": json.dumps(["reserved"]),
+                    "error": "",
+                    "updated_at": now,
+                }
                 if restore_after is not None:
                     assert found is not None
                     result = await conn.execute(
@@ -125,13 +134,7 @@ async def reserve(
                             claws.c.deleted_at > restore_after,
                         )
                         .values(
-                            status="provisioning",
-                            mini_id=mini.id,
-                            mini_port=port,
-                            gateway_token_sealed=sealed_token,
-                            steps=json.dumps(["reserved"]),
-                            error="",
-                            updated_at=now,
+                            **placed,
                             # its gateway is a new one: what was seen of the old one is gone
                             gateway_state=None,
                             gateway_restarts=0,
@@ -145,17 +148,7 @@ async def reserve(
                     return Reservation(int(found.id), mini, port)
                 result = await conn.execute(
                     insert(claws).values(
-                        org=org,
-                        slug=slug,
-                        status="provisioning",
-                        mini_id=mini.id,
-                        mini_port=port,
-                        gateway_token_sealed=sealed_token,
-                        steps=json.dumps(["reserved"]),
-                        error="",
-                        created_by=created_by,
-                        created_at=now,
-                        updated_at=now,
+                        org=org, slug=slug, created_by=created_by, created_at=now, **placed
                     )
                 )
                 key = result.inserted_primary_key

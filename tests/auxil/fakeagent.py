@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.auxil.net import free_port
+from tests.auxil.net import free_port, serve
 
 CLAW_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -58,11 +58,7 @@ class FakeAgent:
         app.router.add_delete("/claws/{id}", self._delete)
         app.router.add_post("/claws/{id}/backup", self._backup)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def stop(self) -> None:

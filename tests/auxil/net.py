@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import httpx
+from aiohttp import web
 
 
 def free_port() -> int:
@@ -26,3 +28,12 @@ def wait_for_http(url: str, timeout: float = 20.0) -> httpx.Response:
             last = exc
             time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+async def serve(app: web.Application, **runner: Any) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on a free loopback port: its runner (``cleanup()`` stops it) and URL."""
+    started = web.AppRunner(app, access_log=None, **runner)
+    await started.setup()
+    port = free_port()
+    await web.TCPSite(started, "127.0.0.1", port).start()
+    return started, f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from core.db import Database
 from core.minis import Minis
 from core.provision import NoCapacity, _lock_with_room, reserve
 from core.tables import alert_flips, claws, mac_minis, utcnow
-from tests.auxil.net import free_port
+from tests.auxil.net import serve
 
 TOKEN_ENV = "CLAWWATCH_TEST_TOKEN"
 TOKEN = "watch-token-for-tests-0123456789"
@@ -41,11 +41,7 @@ class StandIn:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/claws", self._list)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app, shutdown_timeout=0.1)
         return self
 
     async def stop(self) -> None:
