@@ -245,7 +245,8 @@ class Node:
         """The claws service (made on first use: a claws config problem is an answer to the
         claws commands, not a reason for the node not to start)."""
         if self._claws is None:
-            self._claws = Claws.from_config(self.db, self.config.claws)
+            backup = self.config.jobs.claws_backup.timeout  # also bounds /claw backup, restore
+            self._claws = Claws.from_config(self.db, self.config.claws, backup_timeout=backup)
         return self._claws
 
     @property

@@ -186,3 +186,15 @@ async def test_a_claw_on_a_real_openclaw_gateway_becomes_active_and_answers_its_
     finally:
         for path in set(glob.glob("/tmp/openclaw*")) - before:
             shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_the_bot_bounds_backups_and_restores_by_the_configured_backup_timeout(
+    tmp_path, monkeypatch, tg, s3
+):
+    node = await start_node(
+        tmp_path, monkeypatch, tg, s3, jobs={"claws_backup": {"timeout": "90s"}}
+    )
+    try:
+        assert node.claws_service().backup_timeout == 90.0
+    finally:
+        await node.stop()
