@@ -22,6 +22,7 @@ from bot.failover import FAILOVER_COMMANDS, Watchdog
 from bot.fleet_commands import FLEET_COMMANDS
 from bot.job_commands import JOB_COMMANDS
 from bot.notify import Notifier
+from bot.reload import RELOAD_COMMANDS, Reloader, sync_database
 from bot.resource_commands import RESOURCE_COMMANDS
 from bot.telegram import TelegramBot
 from bot.web_commands import WEB_COMMANDS
@@ -31,7 +32,7 @@ from core.alerts.mirror import AlertMirror
 from core.audit import AuditLog
 from core.checkins import Checkins
 from core.claws import Claws
-from core.config import LoadedConfig, startup_refusals
+from core.config import Config, LoadedConfig, startup_refusals
 from core.db import DatabaseProbe, alembic_config
 from core.errors import StartupRefused, StorageError
 from core.fleet import Fleet
@@ -39,15 +40,12 @@ from core.health import MachineDone, ServiceReport, SweepReport, sweep
 from core.health.observe import observe_sweep
 from core.jobruns import JobRuns
 from core.localtelegram import LocalTelegram, random_bot_token
-from core.minis import seed_minis
-from core.orgs import sync_orgs
 from core.outbox import Outbox
 from core.resources import Leases
 from core.secrets import private_database_files, private_dir
 from core.state import StateStore
 from core.statuslog import Entry, StatusLog
 from core.tables import utcnow
-from core.websessions import WebAuth
 from jobs.base import JobContext
 from jobs.registry import builtin_jobs
 from jobs.runner import JobRunner
@@ -92,7 +90,10 @@ class Node:
         self.registry.extend(CLAW_COMMANDS)
         self.registry.extend(RESOURCE_COMMANDS)
         self.registry.extend(CHECKIN_COMMANDS)
+        self.registry.extend(RELOAD_COMMANDS)
+        self.reloader = Reloader(self)
         self._claws: Claws | None = None
+        self._claws_for: Config | None = None
         self.fleet = Fleet(self.config)
         self.last_sweep: SweepReport | None = None
         self.last_sweep_at: datetime | None = None
@@ -155,14 +156,9 @@ class Node:
             "config: %s (node %s, role %s)", self.loaded.source, self.name, self.config.node.role
         )
         await self._open_database()
-        await sync_orgs(self.db, self.config.orgs)
         # Who left admins, viewers and every org signs in no more (the local operator stays).
         local = () if self.config.telegram_token() else (LOCAL_OPERATOR,)
-        staff = [*self.config.telegram.admins, *self.config.telegram.viewers, *local]
-        if pruned := await WebAuth(self.db).prune(staff):
-            log.info("web: revoked %s of users no longer admin, viewer or in an org", pruned)
-        for hostname in await seed_minis(self.db, self.config.claws.minis):
-            log.info("claws: Mac Mini %s added to the inventory from the config", hostname)
+        await sync_database(self.db, self.config, local)
         await self.statuslog.start()
         self._started.append("statuslog")
         self._feeder = asyncio.create_task(self._feed_alerts(), name="alert-feeder")
@@ -242,11 +238,12 @@ class Node:
         self.notifier.start()
 
     def claws_service(self) -> Claws:
-        """The claws service (made on first use: a claws config problem is an answer to the
-        claws commands, not a reason for the node not to start)."""
-        if self._claws is None:
+        """The claws service (made on first use, and again after a reload: a claws config
+        problem is an answer to the claws commands, not a reason for the node not to start)."""
+        if self._claws is None or self._claws_for is not self.config:
             backup = self.config.jobs.claws_backup.timeout  # also bounds /claw backup, restore
             self._claws = Claws.from_config(self.db, self.config.claws, backup_timeout=backup)
+            self._claws_for = self.config
         return self._claws
 
     @property
@@ -303,6 +300,7 @@ class Node:
     async def stop(self) -> None:
         """Stop in reverse order: no new requests, flush the log, then close the database."""
         self.emergency.stop()
+        await self.reloader.close()
         if self._feeder is not None:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -433,18 +431,19 @@ def _service_health(report: ServiceReport | None) -> dict[str, Any]:
 
 
 async def run_node(loaded: LoadedConfig) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    """Run until SIGINT or SIGTERM, then shut down cleanly; SIGHUP reloads the config."""
     node = Node(loaded)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reloader.on_sighup)
     try:
         await node.start()
         log.info("node %s is up; Ctrl-C or SIGTERM stops it", node.name)
         await stop.wait()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await node.stop()

@@ -47,6 +47,7 @@ from bot.commands import ROLE_RANK, Command, Context, Invocation, Registry, Repl
 from bot.confirm import CONFIRM_PREFIX, Confirmations
 from bot.format import esc
 from bot.working import ChatOrder, RateLimiter, Turn, Working, send_reply
+from core.config import TelegramConfig
 from core.errors import ClawopsError, StorageError
 
 if TYPE_CHECKING:
@@ -70,15 +71,12 @@ class TelegramBot:
     ) -> None:
         self.node = node
         self.registry = registry
-        self.settings = node.config.telegram
-        self.admins = set(self.settings.admins) | set(extra_admins)
-        self.viewers = set(self.settings.viewers)
-        self.allowed_chats = set(self.settings.allowed_chats)
+        self.extra_admins = extra_admins
+        self.apply_settings(node.config.telegram)
         self.confirmations = Confirmations(self)
         self.alert_buttons = AlertButtons(self)
         self.order = ChatOrder()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.progress_after = self.settings.progress_after.total_seconds()
         self.polling = False
         # Called (from the polling loop, not awaited) when Telegram answers 409 Conflict: another
         # process polls with this token. The failover watchdog sets it.
@@ -103,11 +101,19 @@ class TelegramBot:
         self.app.add_handler(MessageHandler(private_text, self._on_text))
         self.app.add_error_handler(self._on_error)
 
+    def apply_settings(self, settings: TelegramConfig) -> None:
+        """Who may do what, and where (at start, and on a reload: the next update sees it)."""
+        self.settings = settings
+        self.admins = set(settings.admins) | set(self.extra_admins)
+        self.viewers = set(settings.viewers)
+        self.allowed_chats = set(settings.allowed_chats)
+        self.progress_after = settings.progress_after.total_seconds()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, *, poll: bool) -> None:
         await self.app.initialize()
-        await self._register_commands()
+        await self.register_commands()
         await self.app.start()
         if poll:
             await self.start_polling()
@@ -155,7 +161,7 @@ class TelegramBot:
             await self.app.stop()
         await self.app.shutdown()
 
-    async def _register_commands(self) -> None:
+    async def register_commands(self) -> None:
         """setMyCommands per scope: viewers' list by default, the full list for admins."""
         viewer = [BotCommand(c.name, c.help[:256]) for c in self.registry.for_role("viewer")]
         admin = [BotCommand(c.name, c.help[:256]) for c in self.registry.for_role("admin")]

@@ -132,6 +132,10 @@ class Checkins:
         self._paused: dict[str, Pause] | None = None
         self._paused_read = 0.0
 
+    def reconfigure(self, checkins: Sequence[CheckinConfig]) -> None:
+        """Take the check-ins of a reloaded config (their states and pauses are kept)."""
+        self.configured = {c.job_id: c for c in checkins}
+
     def get(self, job_id: str) -> CheckinConfig:
         checkin = self.configured.get(job_id)
         if checkin is None:

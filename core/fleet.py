@@ -21,6 +21,25 @@ class Fleet:
         for executor in self.executors.values():
             await executor.close()
 
+    def reconfigure(self, config: Config) -> list[Executor]:
+        """Take ``config`` (a reload): a machine whose settings and hidden variables are unchanged
+        keeps its executor (and its pooled SSH connection); the others get new ones. Returns the
+        executors no longer used, for the caller to close once work in flight on them is done."""
+        hidden = secret_env_names(config)
+        keep = hidden == secret_env_names(self.config)
+        old = {m.name: m for m in self.config.machines}
+        executors: dict[str, Executor] = {}
+        for machine in config.machines:
+            current = self.executors.get(machine.name)
+            if keep and current is not None and old.get(machine.name) == machine:
+                executors[machine.name] = current
+            else:
+                executors[machine.name] = executor_for(machine, hidden)
+        kept = {id(e) for e in executors.values()}
+        retired = [e for e in self.executors.values() if id(e) not in kept]
+        self.config, self.executors = config, executors
+        return retired
+
     @property
     def machines(self) -> list[MachineConfig]:
         return list(self.config.machines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -50,6 +51,13 @@ def schedule_text(settings: JobConfig) -> str:
 
 
 @dataclass(frozen=True)
+class JobChanges:
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobInfo:
     name: str
     description: str
@@ -72,13 +80,47 @@ class JobRunner:
             raise ValueError(f"job {spec.name!r} is defined twice")
         self.specs[spec.name] = spec
         self._locks[spec.name] = asyncio.Lock()
+        self._schedule(spec)
+
+    def _schedule(self, spec: JobSpec) -> None:
         if not spec.settings.enabled:
+            if self.scheduler.get_job(spec.name) is not None:
+                self.scheduler.remove_job(spec.name)
             return
         self.scheduler.add_job(
-            self._scheduled, trigger_for(spec.settings), args=[spec.name], id=spec.name,
-            name=spec.name, coalesce=True, max_instances=1, replace_existing=True,
+            self._scheduled,
+            trigger_for(spec.settings),
+            args=[spec.name],
+            id=spec.name,
+            name=spec.name,
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
             misfire_grace_time=max(1, int(spec.settings.misfire_grace.total_seconds())),
-        )  # fmt: skip
+        )
+
+    def reconfigure(self, specs: Iterable[JobSpec]) -> JobChanges:
+        """Take the jobs of a reloaded config: new ones are scheduled, removed ones unscheduled,
+        and only a job whose settings changed is rescheduled (the others keep their next run).
+        A run in progress finishes; the next one follows the new settings."""
+        wanted = {spec.name: spec for spec in specs}
+        removed = sorted(self.specs.keys() - wanted.keys())
+        for name in removed:
+            if self.scheduler.get_job(name) is not None:
+                self.scheduler.remove_job(name)
+            del self.specs[name]
+            del self._locks[name]
+        added, changed = [], []
+        for name, spec in wanted.items():
+            current = self.specs.get(name)
+            if current is None:
+                self.add(spec)
+                added.append(name)
+            elif current.settings != spec.settings or current.description != spec.description:
+                self.specs[name] = spec
+                self._schedule(spec)
+                changed.append(name)
+        return JobChanges(tuple(added), tuple(removed), tuple(changed))
 
     def run_soon(self, name: str, delay: float) -> None:
         """Move the next scheduled run of ``name`` to ``delay`` seconds from now."""
@@ -94,7 +136,9 @@ class JobRunner:
         return spec
 
     async def _scheduled(self, name: str) -> None:
-        spec = self.specs[name]
+        spec = self.specs.get(name)
+        if spec is None:  # removed by a reload as this run was due
+            return
         if spec.settings.active_only and not self.ctx.is_active():
             log.debug("job %s: skipped, this node is not the active one", name)
             return

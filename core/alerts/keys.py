@@ -6,7 +6,8 @@ Known keys come from three places:
 2. the config: ``machine:<m>``, ``service:<machine>/<name>``, ``job:<id>`` and ``run:<id>`` for
    each clawops job (``job:`` for what its status-log entries say, ``run:`` for the runner's own
    outcome), ``checkin:<id>`` and ``job:<id>`` for each ``[[checkins]]``, and
-   ``failover:split-brain`` (every node runs the failover watchdog);
+   ``failover:split-brain`` (every node runs the failover watchdog), ``config:<node>`` (a
+   refused reload);
 3. the claw fleet in the database: ``claw:<org>/<slug>`` for each claw, ``mini:<hostname>`` for
    each Mac Mini.
 
@@ -27,13 +28,20 @@ from core.db import Database
 from core.tables import alert_states, claws, mac_minis
 
 SPLIT_BRAIN = "failover:split-brain"
+
+
+def reload_key(node: str) -> str:
+    """The alert of a config reload that was refused on ``node`` (until a good one)."""
+    return f"config:{node}"
+
+
 # A pattern is stored in mutes.key (String(200)).
 MAX_PATTERN = 200
 
 
 def config_keys(config: Config, jobs: Iterable[str] = ()) -> set[str]:
     """The keys the config (and the job names ``jobs``) can raise."""
-    keys = {SPLIT_BRAIN}
+    keys = {SPLIT_BRAIN, reload_key(config.node.name)}
     keys.update(f"machine:{m.name}" for m in config.machines)
     keys.update(f"service:{s.machine}/{s.name}" for s in config.services)
     for name in {*jobs, *(c.name for c in config.jobs.commands)}:

@@ -1,6 +1,7 @@
 """The clawops config: TOML validated into typed, frozen models (SPEC section 2)."""
 
 from core.config._alerts import AlertRule, AlertsConfig, MaintenanceWindow
+from core.config._changes import Change, ConfigChanges, config_changes, keep_running
 from core.config._jobs import (
     CheckinConfig,
     ClawsBackupJob,
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_VAR",
     "AlertRule",
     "AlertsConfig",
+    "Change",
     "CheckinConfig",
     "ClawsBackupJob",
     "ClawsConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "ClawsPurgeJob",
     "CommandJob",
     "Config",
+    "ConfigChanges",
     "DatabaseConfig",
     "JobConfig",
     "JobsConfig",
@@ -53,8 +56,10 @@ __all__ = [
     "ServiceConfig",
     "SidecarConfig",
     "TelegramConfig",
+    "config_changes",
     "default_config",
     "find_config",
+    "keep_running",
     "load_config",
     "parse_config",
     "startup_refusals",

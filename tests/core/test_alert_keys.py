@@ -81,10 +81,12 @@ async def test_known_keys_come_from_the_config_the_states_and_the_claw_fleet(db)
         "claw:acme/eve",
         "mini:m1.local",
         "failover:split-brain",
+        "config:test",  # a refused reload of this node
     }
     assert kinds(keys) == [
         "checkin",
         "claw",
+        "config",
         "failover",
         "job",
         "machine",
