@@ -10,11 +10,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import httpx
 
 from core.config import LoadedConfig, load_config, startup_refusals
+from core.envfile import ENV_FILE_VAR, load_env_file
 from core.errors import ClawopsError, ConfigError
 from core.secrets import SecretFilter, secret_values
 from core.statuslog import STATUSES
@@ -248,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli_with import add_parsers as add_with_parsers
 
     add_with_parsers(sub, common)
+    from bot.cli_service import add_parsers as add_service_parsers
+
+    add_service_parsers(sub, common)
     tokens = sub.add_parser("tokens", help="API tokens for scripts (web sign-in)")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = tokens_sub.add_parser(
@@ -277,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if env_file := os.environ.get(ENV_FILE_VAR):  # a service's secrets (clawops service)
+            load_env_file(Path(env_file))
         return func(args)
     except ConfigError as exc:
         print(f"clawops: config invalid ({exc.source or 'config'}):", file=sys.stderr)

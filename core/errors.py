@@ -12,6 +12,9 @@ specific class we have, so callers never catch a library's exception type::
     │   └── DatabaseUnavailable  ... it did not answer in time, or the link to it is down
     ├── Unavailable            a dependency or feature is not available right now (e.g. backups
     │                          without S3 credentials)
+    ├── InstallError           `clawops service` cannot install, remove or inspect the service
+    │                          (a manager command failed or timed out, a value cannot be written
+    │                          safely, the platform is not supported)
     ├── InputError             a request, command or argument is malformed; nothing was changed
     │   ├── NotFound           ... it names something that does not exist (HTTP 404)
     │   └── Conflict           ... it clashes with the current state (HTTP 409)
@@ -87,6 +90,11 @@ class Conflict(InputError):
 
 class Unavailable(ClawopsError):
     """Something the request needs is not available right now; asking later may work."""
+
+
+class InstallError(ClawopsError):
+    """``clawops service`` could not do its work; the message says what was written and what to
+    do next (a failed ``launchctl``/``systemctl`` leaves the written files in place)."""
 
 
 class RemoteError(ClawopsError):
