@@ -17,9 +17,11 @@ import httpx
 
 from core.config import LoadedConfig, load_config, startup_refusals
 from core.envfile import ENV_FILE_VAR, load_env_file
-from core.errors import ClawopsError, ConfigError
+from core.errors import ClawopsError, ConfigError, InputError
+from core.logs import configure_logging
 from core.secrets import SecretFilter, secret_values
 from core.statuslog import STATUSES
+from core.version import clawops_version
 
 log = logging.getLogger("clawops")
 # On every log handler: the secrets of the config loaded (and anything shaped like a bot token)
@@ -86,13 +88,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    loaded = _load(args)
-    config = loaded.config
-    url = args.url or f"http://{_url_host(config.sidecar.host)}:{config.sidecar.port}"
-    headers = {}
-    token = config.sidecar_token()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    from bot.cli_status import sidecar_headers, sidecar_url
+
+    config = _load(args).config
+    url = args.url or sidecar_url(config)
+    headers = sidecar_headers(config)
     body = {"jobId": args.job_id, "status": args.status, "message": args.message}
     try:
         response = httpx.post(f"{url}/api/log", json=body, headers=headers, timeout=args.timeout)
@@ -136,6 +136,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from agent.main import run
+
+    if args.config is not None:
+        raise InputError("`clawops agent` takes its own --config (agent.toml), after `agent`")
 
     return run(args.agent_config)
 
@@ -191,22 +194,17 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 def build_parser() -> argparse.ArgumentParser:
+    config_help = "config file (default: $CLAWOPS_CONFIG, else ./clawops.toml, else built-in)"
+    # --config goes before or after the subcommand. The subcommand's has no default (SUPPRESS):
+    # a default there would overwrite the value given before; given both, the one after wins.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $CLAWOPS_CONFIG, else ./clawops.toml, else built-in)",
-    )
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     parser = argparse.ArgumentParser(
         prog="clawops", description="ChatOps control plane for a small fleet and its claws."
     )
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    parser.add_argument("--version", action="version", version=f"clawops {clawops_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the node (bot, scheduler, sidecar)")
@@ -253,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli_service import add_parsers as add_service_parsers
 
     add_service_parsers(sub, common)
+    from bot.cli_status import add_parsers as add_status_parsers
+
+    add_status_parsers(sub, common)
     tokens = sub.add_parser("tokens", help="API tokens for scripts (web sign-in)")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = tokens_sub.add_parser(
@@ -270,20 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("CLAWOPS_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("apscheduler", "alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(SECRET_FILTER)
     sys.excepthook = _redacted_excepthook
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         if env_file := os.environ.get(ENV_FILE_VAR):  # a service's secrets (clawops service)
             load_env_file(Path(env_file))
+        # CLAWOPS_LOG_LEVEL, _FORMAT, _FILE ...: a bad one stops every command before it acts.
+        configure_logging(os.environ, filters=[SECRET_FILTER])
         return func(args)
     except ConfigError as exc:
         print(f"clawops: config invalid ({exc.source or 'config'}):", file=sys.stderr)
