@@ -77,7 +77,9 @@ def job_of(node: Node, key: str) -> str | None:
 
 def actions_for(node: Node, key: str) -> list[Action]:
     actions: list[Action] = ["mute"]
-    if service_of(node, key) is not None:
+    service = service_of(node, key)
+    machine = node.config.machine(service.machine) if service is not None else None
+    if machine is not None and machine.runs_commands:  # without SSH both would answer NoSSH
         actions += ["restart", "logs"]
     if job_of(node, key) is not None:
         actions.append("run")

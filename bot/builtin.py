@@ -71,17 +71,23 @@ async def status_command(ctx: Context) -> Reply:
         lines.append(f"🚨 <b>Emergency mode</b> (bots Ollama-only): {esc(mode.reason)}")
     if swept is not None:
         up = [m for m in swept.machines if m.reachable]
-        lines.append(f"Machines {len(up)}/{len(swept.machines)} up: " + ", ".join(
-            ("🟢 " if m.reachable else "🔴 ") + esc(m.name) for m in swept.machines
-        ))  # fmt: skip
+        icons = {True: "🟢 ", False: "🔴 ", None: "⚪ "}  # None: no SSH and no check to ask
+        shown = ", ".join(icons[m.reachable] + esc(m.name) for m in swept.machines)
+        lines.append(f"Machines {len(up)}/{len(swept.machines)} up: {shown}")
         bad = swept.unhealthy
         skipped = [s for s in swept.services if s.skipped]
         healthy = len(swept.services) - len(bad) - len(skipped)
         lines.append(f"Services: {healthy}/{len(swept.services)} healthy")
         for report in bad[:10]:
             lines.append(f"❌ {esc(report.service)}@{esc(report.machine)}: {esc(report.reason)}")
-        if skipped:
-            lines.append(f"⏸ {len(skipped)} service(s) on unreachable machines not checked")
+        no_ssh = {m.name for m in swept.machines if m.no_ssh}
+        blind = [s for s in skipped if s.machine in no_ssh]
+        if len(skipped) > len(blind):
+            lines.append(
+                f"⏸ {len(skipped) - len(blind)} service(s) on unreachable machines not checked"
+            )
+        if blind:
+            lines.append(f"⏸ {len(blind)} service(s) without SSH or an HTTP/TCP check not watched")
     runs = await node.runs.last_per_job()
     if runs:
         failing = sorted(n for n, run in runs.items() if run.outcome in ("failed", "warning"))

@@ -8,7 +8,7 @@ import os
 from bot.commands import Command, Context, Reply, UsageError, number
 from bot.format import esc
 from core.config import MachineConfig, ServiceConfig
-from core.errors import ClawopsError, InputError, StorageError
+from core.errors import ClawopsError, InputError, NoSSH, StorageError
 from core.health import MachineReport, ServiceReport, restart_verified
 from core.health.observe import observe_restart
 from core.minis import Minis
@@ -41,6 +41,9 @@ def _machines(ctx: Context) -> list[str] | None:
 
 
 def _metrics_line(report: MachineReport) -> str:
+    if report.no_ssh:  # no metrics without SSH: what its HTTP/TCP checks saw
+        icon = {True: "🟢", False: "🔴", None: "⚪"}[report.reachable]
+        return f"{icon} <b>{esc(report.name)}</b> {esc(report.error)}"
     if not report.reachable:
         return f"🔴 <b>{esc(report.name)}</b> unreachable: {esc(report.error)}"
     m = report.metrics
@@ -74,12 +77,14 @@ def _service_line(report: ServiceReport) -> str:
         parts.append(f"{report.check.detail}{latency}")
     if report.error:
         parts.append(report.error)
+    if report.note:
+        parts.append(report.note)
     return f"{icon} {esc(report.service)}@{esc(report.machine)}: {esc(' · '.join(parts))}"
 
 
 async def health_command(ctx: Context) -> Reply:
     async def on_machine(machine: MachineReport, done: int, total: int) -> None:
-        state = "up" if machine.reachable else "unreachable"
+        state = {True: "up", False: "unreachable", None: "not watched"}[machine.reachable]
         await ctx.progress(f"Health: {done}/{total} machines ({esc(machine.name)} {state})")
 
     report = await ctx.node.run_sweep(_machines(ctx), on_machine)
@@ -111,6 +116,13 @@ async def services_command(ctx: Context) -> Reply:
         if not services:
             continue
         lines.append(f"<b>{esc(machine)}</b>")
+        if not fleet.machine(machine).runs_commands:  # one line, not the same error per service
+            names = ", ".join(s.name for s in services)
+            lines.append(
+                f"⏸ {esc(names)}: no SSH from this node, their states are unknown "
+                "(/health runs their HTTP/TCP checks)"
+            )
+            continue
 
         async def one(svc: ServiceConfig) -> str:
             try:
@@ -140,9 +152,12 @@ async def ports_command(ctx: Context) -> Reply:
     machines = [fleet.machine(n) for n in names] or fleet.machines
     lines: list[str] = []
     for machine in machines:
-        executor = fleet.executors[machine.name]
         try:
+            executor = fleet.executor(machine.name)
             found = await listeners(machine, executor)
+        except NoSSH:
+            lines.append(f"⏸ <b>{esc(machine.name)}</b>: no SSH from this node, ports not listed")
+            continue
         except ClawopsError as exc:
             lines.append(f"🔴 <b>{esc(machine.name)}</b>: {esc(exc)}")
             continue
@@ -172,7 +187,8 @@ def _restart_target(ctx: Context) -> ServiceConfig:
 
 
 async def restart_check(ctx: Context) -> None:
-    _restart_target(ctx)
+    service = _restart_target(ctx)
+    ctx.node.fleet.executor(service.machine)  # NoSSH: refused before any confirmation
 
 
 async def restart_command(ctx: Context) -> Reply:
@@ -244,6 +260,7 @@ def _kill_target(ctx: Context) -> tuple[MachineConfig, int]:
         raise InputError("no local machine is configured: say which machine")
     machine = fleet.machine(args[1]) if len(args) == 2 else local
     assert machine is not None
+    fleet.executor(machine.name)  # NoSSH: refused before any confirmation
     return machine, port
 
 
@@ -261,7 +278,7 @@ async def _kill_plan(ctx: Context) -> tuple[MachineConfig, list[Listener]]:
     machine, port = _kill_target(ctx)
     guard = await _kill_guard(ctx, machine)
     guard.check_port(port)
-    found = await listeners(machine, ctx.node.fleet.executors[machine.name])
+    found = await listeners(machine, ctx.node.fleet.executor(machine.name))
     held = listening(found, machine, port)
     guard.check_holders(held)
     return machine, held
@@ -276,7 +293,7 @@ async def kill_describe(ctx: Context) -> str:
     try:
         machine, held = await _kill_plan(ctx)
         fleet = ctx.node.fleet
-        executor = fleet.executors[machine.name]
+        executor = fleet.executor(machine.name)
         pids = sorted({h.pid for h in held if h.pid})
         lines, owners = await asyncio.gather(
             command_lines(machine, executor, pids),
@@ -299,7 +316,7 @@ async def kill_command(ctx: Context) -> Reply:
     machine, port = _kill_target(ctx)
     guard = await _kill_guard(ctx, machine)
     guard.check_port(port)
-    executor = ctx.node.fleet.executors[machine.name]
+    executor = ctx.node.fleet.executor(machine.name)
     ended = await end_listener(machine, executor, port, guard.check_holders)
     who = ", ".join(f"{esc(e.process)} (pid {e.pid})" for e in ended)
     return Reply(f"🔪 Port {port} on {esc(machine.name)}: ended {who}.")

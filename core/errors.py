@@ -11,7 +11,9 @@ specific class we have, so callers never catch a library's exception type::
     ├── StorageError           the database could not be reached or a write failed
     │   └── DatabaseUnavailable  ... it did not answer in time, or the link to it is down
     ├── Unavailable            a dependency or feature is not available right now (e.g. backups
-    │                          without S3 credentials)
+    │   │                      without S3 credentials)
+    │   └── NoSSH              ... commands cannot run on a machine this node has no SSH to (its
+    │                          config has no [machines.ssh]); it is only watched by its checks
     ├── InstallError           `clawops service` cannot install, remove or inspect the service
     │                          (a manager command failed or timed out, a value cannot be written
     │                          safely, the platform is not supported)
@@ -103,3 +105,19 @@ class RemoteError(ClawopsError):
 
 class Unreachable(RemoteError):
     """A remote system could not be reached at all (refused, timed out, no route)."""
+
+
+class NoSSH(Unavailable):
+    """A command was asked of a machine this node cannot run commands on: it is not local and
+    its config has no ``[machines.ssh]`` (the seed's Mac Mini cannot SSH to the MacBook).
+
+    Not transient, unlike its parent: it lasts until the config changes. Such a machine is
+    watched by its services' HTTP/TCP checks and the peer API, never reported down for this.
+    """
+
+    def __init__(self, machine: str) -> None:
+        self.machine = machine
+        super().__init__(
+            f"{machine} has no SSH from this node ([machines.ssh] is not set): clawops watches "
+            "it by its HTTP/TCP checks and the peer API, and cannot run commands there"
+        )

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from core.config import MachineConfig
-from core.errors import RemoteError, Unreachable
+from core.errors import NoSSH, RemoteError, Unreachable
 from core.secrets import child_env
 from core.socks import open_socks5
 
@@ -131,7 +131,7 @@ class SSHExecutor:
 
     def __init__(self, machine: MachineConfig) -> None:
         if machine.ssh is None:
-            raise ValueError(f"machine {machine.name} has no [machines.ssh] table")
+            raise NoSSH(machine.name)
         self.machine = machine
         self.ssh = machine.ssh
         self.connect_timeout = machine.timeout.total_seconds()
@@ -247,6 +247,7 @@ class SSHExecutor:
 def executor_for(
     machine: MachineConfig, secret_env: frozenset[str] = frozenset()
 ) -> LocalExecutor | SSHExecutor:
+    """The machine's executor; ``NoSSH`` for one that is neither local nor reached over SSH."""
     return LocalExecutor(machine, secret_env) if machine.local else SSHExecutor(machine)
 
 

@@ -1,9 +1,11 @@
-"""The fleet: machines and services from the config, with one executor per machine."""
+"""The fleet: machines and services from the config, with one executor per machine that this
+node can run commands on (local, or over SSH). A machine without SSH has none: asking for its
+executor raises ``NoSSH``, the one answer every command that needs one gives."""
 
 from __future__ import annotations
 
 from core.config import Config, MachineConfig, ServiceConfig
-from core.errors import InputError
+from core.errors import InputError, NoSSH
 from core.executors import Executor, executor_for
 from core.secrets import secret_env_names
 from core.services import ServiceManager, check_name, manager_for
@@ -14,7 +16,7 @@ class Fleet:
         self.config = config
         hidden = secret_env_names(config)  # no child process of the node inherits these
         self.executors: dict[str, Executor] = executors or {
-            m.name: executor_for(m, hidden) for m in config.machines
+            m.name: executor_for(m, hidden) for m in config.machines if m.runs_commands
         }
 
     async def close(self) -> None:
@@ -29,7 +31,7 @@ class Fleet:
         keep = hidden == secret_env_names(self.config)
         old = {m.name: m for m in self.config.machines}
         executors: dict[str, Executor] = {}
-        for machine in config.machines:
+        for machine in (m for m in config.machines if m.runs_commands):
             current = self.executors.get(machine.name)
             if keep and current is not None and old.get(machine.name) == machine:
                 executors[machine.name] = current
@@ -53,7 +55,12 @@ class Fleet:
         return found
 
     def executor(self, machine: str) -> Executor:
-        return self.executors[self.machine(machine).name]
+        """The executor of ``machine``; ``NoSSH`` when this node cannot run commands there."""
+        found = self.machine(machine)
+        executor = self.executors.get(found.name)
+        if executor is None:
+            raise NoSSH(found.name)
+        return executor
 
     def service(self, name: str, machine: str | None = None) -> ServiceConfig:
         """The service called ``name`` (on ``machine`` when several machines have one)."""
@@ -76,4 +83,4 @@ class Fleet:
         return [s for s in self.config.services if s.machine == machine]
 
     def manager(self, service: ServiceConfig) -> ServiceManager:
-        return manager_for(service, self.executors[service.machine])
+        return manager_for(service, self.executor(service.machine))

@@ -1,6 +1,7 @@
 """The cleaner: too many iOS simulators, orphaned dev processes, port conflicts (SPEC 4).
 
-Per Unix machine (Windows machines are skipped), concurrently:
+Per Unix machine, concurrently (Windows machines are skipped, and so are machines without SSH
+from this node: the run's data lists those under ``no_ssh``, a note, not a problem):
 
 - macOS: count CoreSimulator processes (``pgrep -f CoreSimulator``); over
   ``simulator_threshold``, ``xcrun simctl shutdown all``;
@@ -222,12 +223,17 @@ def _line(name: str, found: dict[str, Any]) -> str:
 
 async def cleaner(ctx: JobContext) -> JobResult:
     patterns = compile_patterns(ctx.config.jobs.cleaner.orphan_patterns)
-    unix = [m for m in ctx.fleet.machines if m.os != "windows"]
+    unix = [m for m in ctx.fleet.machines if m.os != "windows" and m.runs_commands]
+    no_ssh = [m.name for m in ctx.fleet.machines if m.os != "windows" and not m.runs_commands]
     results = await asyncio.gather(*(clean_machine(ctx, m, patterns) for m in unix))
     machines = {m.name: found for m, found in zip(unix, results, strict=True)}
     dirty = any(
         f["orphans"] or f["conflicts"] or f["errors"] or f.get("simulators_shut_down") is not None
         for f in results
     )
-    summary = "; ".join(_line(name, found) for name, found in machines.items())
-    return JobResult("warning" if dirty else "ok", summary, {"machines": machines})
+    lines = [_line(name, found) for name, found in machines.items()]
+    lines += [f"{name}: skipped (no SSH)" for name in no_ssh]
+    data: dict[str, Any] = {"machines": machines}
+    if no_ssh:
+        data["no_ssh"] = no_ssh
+    return JobResult("warning" if dirty else "ok", "; ".join(lines), data)

@@ -17,7 +17,8 @@ Restart policy, per service with ``auto_restart = true`` (its record is shared n
 - once the service has stayed up for ``min_uptime`` the record is cleared (and the key recovers).
 
 Services on an unreachable machine are left alone: the machine is the problem (the sweep already
-marks them skipped).
+marks them skipped). So are those on a machine without SSH (none can be restarted there; the
+config refuses ``auto_restart`` on one): the run's data lists such machines under ``no_ssh``.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ async def emergency(ctx: JobContext) -> bool:
 
 async def healer(ctx: JobContext) -> JobResult:
     report: SweepReport = await ctx.sweep()
-    reachable = {m.name for m in report.machines if m.reachable}
+    reachable = {m.name for m in report.machines if m.reachable and not m.no_ssh}
+    no_ssh = [m.name for m in report.machines if m.no_ssh]
     unhealthy = {(s.machine, s.service) for s in report.unhealthy}
     seen = {(s.machine, s.service) for s in report.services if not s.skipped}
     async with httpx.AsyncClient(follow_redirects=False) as client:
@@ -197,4 +199,6 @@ async def healer(ctx: JobContext) -> JobResult:
     outcome: Ending = "warning" if warnings or unverified or work.new_give_ups else "ok"
     data = {"restarted": work.restarted, "gave_up": work.gave_up, "warnings": warnings,
             "emergency": mode, "reclaimed": [x.as_json() for x in stale]}  # fmt: skip
+    if no_ssh:
+        data["no_ssh"] = no_ssh
     return JobResult(outcome, "; ".join(parts), data)

@@ -23,7 +23,10 @@ fields may be added, none renamed or removed::
     }
 
 An unreachable machine has ``"reachable": false``, its ``error`` and ``"metrics": null``; its
-services are listed unhealthy with the detail "<machine> unreachable".
+services are listed unhealthy with the detail "<machine> unreachable". A machine without SSH from
+this node has ``"ssh": false`` and no metrics: ``reachable`` says whether one of its services'
+HTTP/TCP checks answered, and is ``null`` (unknown) when it has none; those services are listed
+by their checks, the others unhealthy with the reason they were not watched.
 
 The run's data is ``{"machines": {name: metrics or null}}`` (``MachineMetrics.as_json`` keys),
 which the status report compares between reports for disk and swap trends.
@@ -69,6 +72,7 @@ def _machine(report: MachineReport) -> dict[str, Any]:
     return {
         "name": report.name,
         "reachable": report.reachable,
+        "ssh": not report.no_ssh,
         "error": report.error,
         "metrics": _metrics(report.metrics),
         "processCount": report.metrics.processes if report.metrics else None,
@@ -139,6 +143,8 @@ def _pct(value: float | None) -> str:
 
 
 def machine_line(report: MachineReport) -> str:
+    if report.no_ssh:  # watched by its checks: the error says how many answered
+        return f"{report.name}: {report.error}"
     if not report.reachable:
         return f"{report.name}: unreachable ({report.error})"
     m = report.metrics
@@ -165,7 +171,8 @@ async def heartbeat(ctx: JobContext) -> JobResult:
     if gateways:
         healthy = sum(1 for g in gateways if g["healthy"])
         lines.append(f"gateways: {healthy}/{len(gateways)} healthy")
-    unreachable = [m.name for m in report.machines if not m.reachable]
+    # A machine without SSH and without checks is unknown (None), not unreachable: no warning.
+    unreachable = [m.name for m in report.machines if m.reachable is False]
     return JobResult(
         "warning" if unreachable else "ok",
         "\n".join(lines) or "no machines",

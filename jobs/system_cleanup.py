@@ -2,7 +2,8 @@
 
 Machines run concurrently; a machine's tasks run one after another, in config order (they often
 touch the same files). A task that exits non-zero, times out or cannot be started fails the run;
-the summary says, per machine, how many tasks passed and which did not.
+the summary says, per machine, how many tasks passed and which did not. A task on a machine
+without SSH from this node (which check-config refuses) is skipped with that note, not failed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 from typing import Any
 
 from core.config._jobs import CleanupTask
-from core.errors import ClawopsError
+from core.errors import ClawopsError, NoSSH
 from jobs.base import JobContext, JobResult
 
 
@@ -21,6 +22,8 @@ async def run_task(ctx: JobContext, task: CleanupTask) -> dict[str, Any]:
         result = await ctx.fleet.executor(task.machine).run(
             task.argv, timeout=task.timeout.total_seconds()
         )
+    except NoSSH as exc:
+        return {**entry, "ok": True, "exit": None, "error": "", "skipped": str(exc)}
     except ClawopsError as exc:
         return {**entry, "ok": False, "exit": None, "error": str(exc)}
     error = ""
@@ -47,6 +50,9 @@ async def system_cleanup(ctx: JobContext) -> JobResult:
     machines = dict(zip(by_machine, results, strict=True))
     lines = []
     for name, done in machines.items():
+        if all(d.get("skipped") for d in done):
+            lines.append(f"{name}: skipped (no SSH)")
+            continue
         passed = sum(1 for d in done if d["ok"])
         failed = [f"{d['argv'][0]}: {d['error']}" for d in done if not d["ok"]]
         lines.append(

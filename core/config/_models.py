@@ -174,11 +174,12 @@ class MachineConfig(_Model):
     protected_ports: list[Port] = []  # /kill refuses these here (beside the global list)
     description: str = ""
 
-    @model_validator(mode="after")
-    def _remote_needs_ssh(self) -> MachineConfig:
-        if not self.local and self.ssh is None:
-            raise ValueError("a machine that is not local needs an [machines.ssh] table")
-        return self
+    @property
+    def runs_commands(self) -> bool:
+        """Whether this node can run commands there: it is local, or reached over SSH. A machine
+        with neither (no SSH to it from this node) is watched by its services' HTTP/TCP checks
+        and the peer API only; anything that needs a command there raises ``NoSSH``."""
+        return self.local or self.ssh is not None
 
 
 class HttpCheck(_Model):

@@ -175,6 +175,8 @@ def cross_check(config: Config) -> list[Problem]:
     for i, task in enumerate(config.jobs.system_cleanup.tasks):
         known(f"jobs.system_cleanup.tasks[{i}].machine", task.machine)
 
+    problems += _needs_commands(config)
+
     # Two services on one machine cannot both listen on one port.
     owners: dict[tuple[str, int], str] = {}
     for i, svc in enumerate(config.services):
@@ -201,6 +203,56 @@ def cross_check(config: Config) -> list[Problem]:
                 "set token_env to the env var holding its API token (or bind 127.0.0.1)",
             )
         )
+    return problems
+
+
+def _needs_commands(config: Config) -> list[Problem]:
+    """What would need a command on a machine without SSH (neither local nor [machines.ssh]).
+
+    Refused rather than warned about: such a thing could never happen (a scheduled command
+    that always fails, an auto-restart that never restarts), and a config that promises it
+    would mislead whoever reads it."""
+    problems: list[Problem] = []
+    blind = {m.name for m in config.machines if not m.runs_commands}
+
+    def why(name: str) -> str:
+        return f"machine {name!r} has no SSH from this node (no [machines.ssh] and not local)"
+
+    for i, cmd in enumerate(config.jobs.commands):
+        if cmd.machine in blind:
+            problems.append(
+                Problem(
+                    f"jobs.commands[{i}] ({cmd.name}).machine",
+                    f"{why(cmd.machine)}: a scheduled command needs SSH or the local machine",
+                )
+            )
+    for i, task in enumerate(config.jobs.system_cleanup.tasks):
+        if task.machine in blind:
+            problems.append(
+                Problem(
+                    f"jobs.system_cleanup.tasks[{i}].machine",
+                    f"{why(task.machine)}: a cleanup task needs SSH or the local machine",
+                )
+            )
+    for i, svc in enumerate(config.services):
+        if svc.machine not in blind:
+            continue
+        if svc.auto_restart:
+            problems.append(
+                Problem(
+                    f"services[{i}] ({svc.name}).auto_restart",
+                    f"{why(svc.machine)}: it cannot be restarted from here; set auto_restart "
+                    "= false (its HTTP/TCP check still watches it) or add [machines.ssh]",
+                )
+            )
+        if svc.health is not None and svc.health.type == "command":
+            problems.append(
+                Problem(
+                    f"services[{i}] ({svc.name}).health",
+                    f"{why(svc.machine)}: a command check runs on its machine; use an http or "
+                    "tcp check, which this node runs itself",
+                )
+            )
     return problems
 
 

@@ -10,7 +10,7 @@ import httpx
 
 from core.config import MachineConfig, ServiceConfig
 from core.config._models import CommandCheck, HttpCheck, TcpCheck
-from core.errors import ClawopsError
+from core.errors import ClawopsError, NoSSH
 from core.executors import Executor
 
 
@@ -18,7 +18,14 @@ from core.executors import Executor
 class CheckResult:
     ok: bool
     detail: str
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # set once the other side answered (or a command ended)
+
+    @property
+    def answered(self) -> bool:
+        """An HTTP/TCP check's peer answered (a response of any status, an accepted connection):
+        its machine is reachable, whatever the verdict. A machine without SSH is reachable by
+        this alone."""
+        return self.latency_ms is not None
 
 
 async def http_check(check: HttpCheck, client: httpx.AsyncClient) -> CheckResult:
@@ -80,14 +87,20 @@ async def command_check(check: CommandCheck, executor: Executor) -> CheckResult:
 
 
 async def run_check(
-    service: ServiceConfig, machine: MachineConfig, executor: Executor, client: httpx.AsyncClient
+    service: ServiceConfig,
+    machine: MachineConfig,
+    executor: Executor | None,
+    client: httpx.AsyncClient,
 ) -> CheckResult | None:
-    """The service's configured check, or None when it has none."""
+    """The service's configured check, or None when it has none. ``executor`` is only needed
+    for a command check (None: the machine has no SSH, and the check says so)."""
     check = service.health
     if isinstance(check, HttpCheck):
         return await http_check(check, client)
     if isinstance(check, TcpCheck):
         return await tcp_check(check, service, machine)
     if isinstance(check, CommandCheck):
+        if executor is None:
+            return CheckResult(False, str(NoSSH(machine.name)))
         return await command_check(check, executor)
     return None

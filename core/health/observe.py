@@ -5,6 +5,10 @@ is one more observation of its service's key. The parent suppresses its children
 (SPEC 4): a machine that cannot be reached is one alert that says how many services it takes
 down with it, and its services are not observed at all (they keep their state until the machine
 is back and they are checked again).
+
+A machine without SSH is observed only when one of its HTTP/TCP checks answered (ok): when none
+did, its services' own keys already say so, and a second alert for the machine would say it
+twice; when it has none, nothing was asked of it and nothing is claimed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ async def observe_sweep(alerts: Alerts, report: SweepReport) -> list[Flip]:
         if service.skipped:
             affected[service.machine] = affected.get(service.machine, 0) + 1
     for machine in report.machines:
+        if machine.no_ssh and not machine.reachable:
+            continue
         if machine.reachable:
             flip = await alerts.observe(f"machine:{machine.name}", "ok", "reachable again")
         else:

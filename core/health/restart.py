@@ -183,7 +183,7 @@ async def _check(
     fleet: Fleet, service: ServiceConfig, client: httpx.AsyncClient | None
 ) -> CheckResult:
     machine = fleet.machine(service.machine)
-    executor = fleet.executor(machine.name)
+    executor = fleet.executors.get(machine.name)  # None without SSH: http/tcp checks need none
     try:
         if client is None:
             async with httpx.AsyncClient(follow_redirects=False) as own:

@@ -5,6 +5,11 @@ sweep takes about as long as its slowest machine, not the sum of all checks. A m
 be reached is reported once, and its services are marked skipped rather than failed one by one
 (the parent suppresses its children).
 
+A machine without SSH from this node (``MachineConfig.runs_commands`` false) has no metrics and
+no manager states: its services' HTTP/TCP checks run from here, and it is reachable when one of
+them answered (unreachable when none did, unknown when it has none). Its services with no such
+check are skipped with the reason; none is reported down, or healthy, for want of SSH.
+
 Two bounds, because a sweep waits on the network, not on this machine's CPU:
 
 - ``concurrency`` (64) probes in flight over the whole fleet. Each is an SSH channel on the
@@ -37,10 +42,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class MachineReport:
+    """``reachable`` None: unknown (a machine without SSH whose services have no HTTP/TCP check,
+    so nothing was asked of it). ``no_ssh``: watched by its checks only (no metrics)."""
+
     name: str
-    reachable: bool
+    reachable: bool | None
     metrics: MachineMetrics | None = None
     error: str = ""
+    no_ssh: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class ServiceReport:
     status: ServiceStatus | None = None
     error: str = ""
     skipped: bool = False
+    note: str = ""  # what was not looked at, e.g. the manager's state on a machine without SSH
 
     @property
     def reason(self) -> str:
@@ -102,19 +112,22 @@ async def sweep(
                 return await work
 
         async def one_machine(machine: MachineConfig) -> tuple[MachineReport, list[ServiceReport]]:
-            report = await bounded(machine_metrics(fleet, machine))
-            services = fleet.services_on(machine.name)
-            if not report.reachable:
-                down = f"{machine.name} unreachable"
-                return report, [
-                    ServiceReport(s.name, s.machine, skipped=True, error=down) for s in services
-                ]
             own = asyncio.Semaphore(per_machine)
 
             async def one_service(service: ServiceConfig) -> ServiceReport:
                 async with own:  # taken first, so a machine's queue holds no fleet-wide slot
                     return await bounded(check_service(fleet, service, client, with_status))
 
+            services = fleet.services_on(machine.name)
+            if not machine.runs_commands:
+                watched = list(await asyncio.gather(*(one_service(s) for s in services)))
+                return watched_machine(machine, watched), watched
+            report = await bounded(machine_metrics(fleet, machine))
+            if not report.reachable:
+                down = f"{machine.name} unreachable"
+                return report, [
+                    ServiceReport(s.name, s.machine, skipped=True, error=down) for s in services
+                ]
             checked = await asyncio.gather(*(one_service(s) for s in services))
             return report, list(checked)
 
@@ -134,9 +147,22 @@ async def sweep(
     )
 
 
+def watched_machine(machine: MachineConfig, services: list[ServiceReport]) -> MachineReport:
+    """A machine without SSH as its services' HTTP/TCP checks saw it: reachable when one of
+    them answered, unreachable when all were asked and none did, unknown when it has none."""
+    checks = [s.check for s in services if s.check is not None]
+    if not checks:
+        return MachineReport(
+            machine.name, None, error="no SSH and no HTTP/TCP check: not watched", no_ssh=True
+        )
+    answered = sum(1 for c in checks if c.answered)
+    said = f"{answered}/{len(checks)} HTTP/TCP check(s) answered"
+    return MachineReport(machine.name, answered > 0, error=f"no SSH; {said}", no_ssh=True)
+
+
 async def machine_metrics(fleet: Fleet, machine: MachineConfig) -> MachineReport:
-    executor = fleet.executors[machine.name]
     try:
+        executor = fleet.executor(machine.name)
         result = await executor.run(metrics_command(machine.os))
     except ClawopsError as exc:
         return MachineReport(machine.name, False, error=str(exc))
@@ -152,7 +178,9 @@ async def check_service(
     fleet: Fleet, service: ServiceConfig, client: httpx.AsyncClient, with_status: bool
 ) -> ServiceReport:
     machine = fleet.machine(service.machine)
-    executor = fleet.executors[machine.name]
+    if not machine.runs_commands:
+        return await watch_service(service, machine, client)
+    executor = fleet.executor(machine.name)
     check = await run_check(service, machine, executor, client)
     status = None
     error = ""
@@ -162,3 +190,18 @@ async def check_service(
         except ClawopsError as exc:
             error = str(exc)
     return ServiceReport(service.name, service.machine, check, status, error)
+
+
+async def watch_service(
+    service: ServiceConfig, machine: MachineConfig, client: httpx.AsyncClient
+) -> ServiceReport:
+    """A service on a machine without SSH: its HTTP/TCP check alone decides (the manager's
+    state cannot be read); with none, or a command check, it is skipped and says why."""
+    kind = service.health.type if service.health is not None else None
+    if kind not in ("http", "tcp"):
+        why = "a command check cannot run there" if kind == "command" else "it has no check"
+        error = f"no SSH to {machine.name} and {why}: not watched"
+        return ServiceReport(service.name, service.machine, skipped=True, error=error)
+    check = await run_check(service, machine, None, client)
+    note = "manager state not read (no SSH)"
+    return ServiceReport(service.name, service.machine, check, note=note)

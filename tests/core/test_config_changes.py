@@ -72,5 +72,8 @@ async def test_a_reconfigured_fleet_keeps_the_executors_of_unchanged_machines():
     assert retired == [mini]
     retired = fleet.reconfigure(parse_config({"machines": [HERE]}))
     assert list(fleet.executors) == ["here"] and len(retired) == 1
+    unreached = {"name": "mini", "os": "macos", "address": "10.0.0.2"}  # no SSH: no executor
+    assert fleet.reconfigure(parse_config({"machines": [HERE, unreached]})) == []
+    assert list(fleet.executors) == ["here"]
     assert fleet.machine("here") == parse_config({"machines": [HERE]}).machines[0]
     await fleet.close()
