@@ -87,9 +87,18 @@ class CheckinMonitorJob(JobConfig):
 
 
 class RetentionJob(JobConfig):
+    """How long each growing table keeps its settled rows (``jobs.retention``'s rules say which
+    rows are never purged: a running job run, an unsent flip or message, a live lease...)."""
+
     every: Duration | None = timedelta(hours=1)
     status_log_ttl: Duration = timedelta(hours=48)
     audit_ttl: Duration = timedelta(hours=24)
+    job_runs_ttl: Duration = timedelta(days=14)
+    alert_flips_ttl: Duration = timedelta(days=30)
+    outbox_ttl: Duration = timedelta(days=7)
+    web_ttl: Duration = timedelta(days=7)
+    leases_ttl: Duration = timedelta(days=1)
+    mutes_ttl: Duration = timedelta(days=30)
     batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
