@@ -26,7 +26,7 @@ from jobs.system_cleanup import system_cleanup
 def builtin_jobs(config: Config) -> list[JobSpec]:
     jobs = config.jobs
     specs = [
-        JobSpec("retention", "purges old status-log and audit rows", jobs.retention, retention),
+        JobSpec("retention", "purges settled history past its TTL", jobs.retention, retention),
         JobSpec("healer", "verified auto-restarts, warnings, emergency mode", jobs.healer, healer),
         JobSpec("cleaner", "simulators, orphan processes, port conflicts", jobs.cleaner, cleaner),
         JobSpec("system_cleanup", "per-machine cleanup tasks", jobs.system_cleanup, system_cleanup),
