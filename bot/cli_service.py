@@ -107,6 +107,10 @@ def _node_spec(args: argparse.Namespace, ident: ServiceId) -> tuple[ServiceSpec,
     consequences = {config.telegram.token_env: "the service will run with Telegram off"}
     if config.database.url_env:
         consequences[config.database.url_env] = "the service will refuse to start"
+    if config.sidecar.token_env and not config.sidecar.is_loopback:
+        consequences[config.sidecar.token_env] = (
+            f"the service will refuse to start (its sidecar binds {config.sidecar.host})"
+        )
     return spec, consequences
 
 

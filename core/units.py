@@ -199,6 +199,8 @@ def render_systemd(spec: ServiceSpec) -> str:
     exec_start = " ".join([_unit_word(program), *(_unit_word(a, dollars=True) for a in args)])
     env_lines = [f"{LOG_FILE_VAR}={spec.log_file}", *(f"{k}={v}" for k, v in spec.extra_env)]
     environment = "\n".join(f"Environment={_unit_word(line)}" for line in env_lines)
+    # The node re-reads its config on SIGHUP (`systemctl --user reload clawops`).
+    reload = "\nExecReload=/bin/kill -HUP $MAINPID" if spec.id.kind == "node" else ""
     return f"""\
 # Written by `clawops service install`; `clawops service uninstall` removes it.
 # Secrets are not here: they are in {spec.env_file} (mode 0600).
@@ -210,7 +212,7 @@ Description={what}
 
 [Service]
 Type=simple
-ExecStart={exec_start}
+ExecStart={exec_start}{reload}
 WorkingDirectory={_unit_path(spec.working_dir)}
 EnvironmentFile={_unit_path(spec.env_file)}
 {environment}

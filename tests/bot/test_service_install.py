@@ -194,6 +194,8 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(kind, home, config, agen
     unit = in_prefix(prefix, home / ".config/systemd/user" / name)
     text = unit.read_text()
     assert "Restart=on-failure" in text and "RestartSec=5" in text
+    # The node reloads its config on SIGHUP; the agent does not handle it.
+    assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (kind == "node")
     assert "WantedBy=default.target" in text and "Type=simple" in text
     assert f"EnvironmentFile={tmp_path}" in text
     log_line = 'Environment="CLAWOPS_LOG_FILE=/' if kind == "node" else "Environment=CLAWOPS_LOG"
@@ -417,3 +419,21 @@ def test_a_missing_env_file_is_refused(home, config, tmp_path):
     env = {"CLAWOPS_ENV_FILE": str(tmp_path / "nowhere.env")}
     done = clawops("check-config", "--config", str(config), home=home, env=env)
     assert done.returncode == 1 and "does not exist" in done.stderr
+
+
+def test_an_open_sidecar_without_its_token_set_is_warned_as_a_service_that_will_not_start(
+    home, tmp_path
+):
+    config = tmp_path / "open.toml"
+    config.write_text(
+        '[node]\nname = "n1"\ndata_dir = "data"\n'
+        '[sidecar]\nhost = "0.0.0.0"\ntoken_env = "OPEN_SIDECAR_TOKEN"\n'
+    )
+    done = clawops(
+        "service", "install", "--config", str(config), "--platform", "linux", "--dry-run", home=home
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "OPEN_SIDECAR_TOKEN is not set: the service will refuse to start (its sidecar binds "
+        "0.0.0.0)" in done.stdout + done.stderr
+    )

@@ -312,7 +312,7 @@ async def test_a_user_no_longer_admin_viewer_or_member_is_signed_out_at_the_next
         for user in (VIEWER, STRANGER)  # STRANGER: a viewer once, no more in the config
     }
     await first.stop()
-    with caplog.at_level("INFO", logger="clawops.node"):
+    with caplog.at_level("INFO", logger="clawops"):
         again = await start_node()
     auth = WebAuth(again.db)
     for user, (session, token) in held.items():
