@@ -96,6 +96,8 @@ class Reloader:
         self.node = node
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Executors a reload replaced, waiting RETIRE_AFTER (or the node's stop) to be closed.
+        self._retired: list[Executor] = []
 
     def on_sighup(self) -> None:
         """SIGHUP: reload in the background; what it applied is told to the alert chat too (a
@@ -219,9 +221,11 @@ class Reloader:
         async def later() -> None:
             await asyncio.sleep(RETIRE_AFTER)
             for executor in executors:
+                self._retired.remove(executor)
                 await executor.close()
 
         if executors:
+            self._retired += executors
             self._background(later())
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -234,6 +238,9 @@ class Reloader:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for executor in self._retired:
+            await executor.close()
+        self._retired.clear()
 
 
 async def sync_database(db: Database, config: Config, extra_staff: tuple[int, ...]) -> None:

@@ -235,3 +235,35 @@ def test_sighup_reloads_a_running_node_and_a_bad_file_raises_the_config_alert(tm
     assert code == 0, err
     assert "reload (SIGHUP): ✅ Config reloaded" in err
     assert "reload (SIGHUP) refused: jobs.commands[0] (hello).every" in err
+
+
+def far(sshd, timeout: str) -> str:
+    return (
+        f'[[machines]]\nname = "far"\nos = "linux"\naddress = "{sshd.host}"\n'
+        f'timeout = "{timeout}"\n'
+        f'ssh = {{ host = "{sshd.host}", port = {sshd.port}, user = "{sshd.user}", '
+        f'key = "{sshd.client_key}", known_hosts = "{sshd.known_hosts}" }}\n'
+    )
+
+
+async def test_a_changed_machine_gets_a_new_connection_and_the_old_one_is_closed_at_stop(
+    tmp_path, monkeypatch, tg, sshd
+):
+    monkeypatch.setenv("TEST_BOT_TOKEN", "123456:test-token")
+    files = Fixture(tmp_path, tg)
+    files.write(extra=far(sshd, "10s"))
+    node = Node(load_config(files.path))
+    await node.start()
+    try:
+        old, here = node.fleet.executor("far"), node.fleet.executor("here")
+        assert (await old.run(["echo", "one"])).stdout.strip() == "one"
+        files.write(extra=far(sshd, "7s"))
+        outcome = await node.reloader.reload("test")
+        assert [c.text for c in outcome.changes.applied] == ["machines (~far)"]
+        new = node.fleet.executor("far")
+        assert new is not old and node.fleet.executor("here") is here  # unchanged: kept
+        assert (await new.run(["echo", "two"])).stdout.strip() == "two"
+        assert sshd.connections == 2 and old._conn is not None  # in flight work may finish
+    finally:
+        await node.stop()
+    assert old._conn is None and new._conn is None
